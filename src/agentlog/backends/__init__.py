@@ -1,0 +1,58 @@
+"""The backend interface behind :class:`agentlog.EventLog`.
+
+A backend stores streams of events and assigns ``seq`` and ``ts``; everything else (validation, the
+envelope, queries built from ``read``) lives above it in :mod:`agentlog.log`, so a new backend (PostgreSQL,
+later) implements only this Protocol and passes the shared contract suite in :mod:`agentlog.testing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple, Protocol
+
+from ..event import Draft, Event
+from ..report import Report
+
+__all__ = ["Backend", "StreamInfo"]
+
+
+class StreamInfo(NamedTuple):
+    """What ``streams --json`` shows for one stream."""
+
+    name: str
+    events: int  #: the last seq, which equals the number of events in a gapless stream
+    bytes: int
+    segments: int
+    last_ts: str | None
+
+
+class Backend(Protocol):
+    """Storage for streams. Every method is safe to call from several threads and processes at once."""
+
+    def append(self, stream: str, drafts: Sequence[Draft]) -> list[Event]:
+        """Store ``drafts`` as consecutive events: gapless ``seq``, non-decreasing ``ts``, all or nothing."""
+        ...
+
+    def read(self, stream: str, after: int = 0) -> Iterator[Event]:
+        """Events with ``seq > after`` in order; an unknown stream yields nothing."""
+        ...
+
+    def tail(self, stream: str, limit: int) -> list[Event]:
+        """The newest ``limit`` events, oldest first."""
+        ...
+
+    def follow(self, stream: str, after: int, timeout: float | None, poll: float) -> Iterator[Event]:
+        """Like ``read``, then wait for new events; stop after ``timeout`` seconds without one."""
+        ...
+
+    def streams(self) -> list[str]:
+        ...
+
+    def stat(self, stream: str) -> StreamInfo:
+        ...
+
+    def verify(self, streams: Sequence[str] | None) -> Report:
+        ...
+
+    def close(self) -> None:
+        ...

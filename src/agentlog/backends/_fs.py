@@ -1,0 +1,260 @@
+"""Low-level file operations shared by the file backend and ``safe_log_event``.
+
+Everything here follows three rules learnt the hard way by logging and storage projects:
+
+* Inside the log tree nothing is opened through a symlink. Directories are walked one component at a time
+  with ``O_NOFOLLOW | O_DIRECTORY`` relative to their parent's descriptor, so a symlink planted anywhere in
+  the tree (not only at the last component) is refused instead of followed outside the root.
+* Locks are ``flock`` on the log file itself, never ``fcntl.lockf``: POSIX record locks are dropped when *any*
+  descriptor of the file is closed anywhere in the process, which silently breaks mutual exclusion. ``flock``
+  is also what ``flock(1)`` takes, so shell writers and agentlog exclude each other.
+* A write is all or nothing: one ``write()`` of whole records; if it comes up short, the file is truncated back
+  to where it was, so the file never ends in half a record written by a live process.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+
+from ..errors import LockTimeout, StorageError
+from ..event import now_ts
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+APPEND_FLAGS = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_SYMLINK_ERRNOS = (errno.ELOOP, errno.ENOTDIR)
+
+
+def storage_error(exc: OSError, what: str, path: str) -> StorageError:
+    if exc.errno in _SYMLINK_ERRNOS:
+        return StorageError(f"{what}: refusing to follow a symlink or non-directory inside the log tree",
+                            path=path, errno=exc.errno)
+    return StorageError.from_oserror(exc, what, path)
+
+
+def open_root(root: str, *, create: bool, dir_mode: int) -> int | None:
+    """A descriptor for the root directory, or ``None`` when it does not exist and ``create`` is false."""
+    try:
+        if create:
+            # The root's own path is the caller's choice, so symlinks above and at it are followed.
+            os.makedirs(root, mode=dir_mode, exist_ok=True)
+        return os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if create:
+            raise StorageError("cannot create the log root", path=root, errno=errno.ENOENT) from None
+        return None
+    except OSError as exc:
+        raise StorageError.from_oserror(exc, "cannot open the log root", root) from None
+
+
+def open_dir(parent_fd: int, parts: list[str] | tuple[str, ...], *, create: bool, dir_mode: int,
+             display: str) -> int | None:
+    """Open ``parent/parts...`` without following symlinks; ``None`` if missing and not ``create``."""
+    cur = os.dup(parent_fd)
+    try:
+        for part in parts:
+            try:
+                nxt = os.open(part, _DIR_FLAGS, dir_fd=cur)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                try:
+                    os.mkdir(part, dir_mode, dir_fd=cur)
+                    created = True
+                except FileExistsError:
+                    created = False  # another process won the race; fine
+                nxt = os.open(part, _DIR_FLAGS, dir_fd=cur)
+                if created:
+                    os.fchmod(nxt, dir_mode)  # exact mode, whatever the umask
+                    os.fsync(cur)  # the new entry must survive a crash, or its files vanish with it
+            os.close(cur)
+            cur = nxt
+        result, cur = cur, -1
+        return result
+    except OSError as exc:
+        raise storage_error(exc, "cannot open directory", display) from None
+    finally:
+        if cur >= 0:
+            os.close(cur)
+
+
+def open_append(dir_fd: int, name: str, *, create: bool, file_mode: int, display: str) -> int | None:
+    """Open a log file for appending (never through a symlink); creating it fsyncs its directory."""
+    try:
+        try:
+            return os.open(name, APPEND_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            if not create:
+                return None
+        try:
+            fd = os.open(name, APPEND_FLAGS | os.O_CREAT | os.O_EXCL, file_mode, dir_fd=dir_fd)
+        except FileExistsError:
+            return os.open(name, APPEND_FLAGS, dir_fd=dir_fd)
+        os.fchmod(fd, file_mode)
+        os.fsync(dir_fd)
+        return fd
+    except OSError as exc:
+        raise storage_error(exc, "cannot open log file", display) from None
+
+
+def open_read(dir_fd: int, name: str, display: str) -> int | None:
+    try:
+        return os.open(name, READ_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise storage_error(exc, "cannot open log file", display) from None
+
+
+def lock(fd: int, *, timeout: float, display: str, shared: bool = False) -> None:
+    """``flock`` with a deadline; raises :class:`LockTimeout` naming the file.
+
+    A blocking ``flock`` cannot be given a timeout without signals (unusable off the main thread), so we poll
+    with a short exponential backoff. Lock hold times are a single ``write()``, so waits are short.
+    """
+    op = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
+    try:
+        fcntl.flock(fd, op)
+        return
+    except BlockingIOError:
+        pass
+    except OSError as exc:
+        raise StorageError.from_oserror(exc, "cannot lock", display) from None
+    start = time.monotonic()
+    delay = 0.0001
+    while True:
+        waited = time.monotonic() - start
+        if waited >= timeout:
+            raise LockTimeout(f"timed out after {waited:.1f}s waiting for the lock on {display}",
+                              path=display, waited=waited)
+        time.sleep(min(delay, timeout - waited))
+        delay = min(delay * 2, 0.005)
+        try:
+            fcntl.flock(fd, op)
+            return
+        except BlockingIOError:
+            continue
+
+
+def unlock(fd: int) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except OSError:
+        pass  # closing the descriptor releases it anyway
+
+
+@contextmanager
+def locked(fd: int, *, timeout: float, display: str) -> Iterator[None]:
+    lock(fd, timeout=timeout, display=display)
+    try:
+        yield
+    finally:
+        unlock(fd)
+
+
+def write_all(fd: int, data: bytes, size: int, display: str) -> None:
+    """Append ``data`` at ``size`` (the file's size under the lock); on any failure, truncate back."""
+    try:
+        written = os.write(fd, data)
+        while written < len(data):
+            # A short write on a regular file means the disk filled up (or a signal landed); trying the rest
+            # either finishes the job or surfaces the real errno for the error message.
+            n = os.write(fd, memoryview(data)[written:])
+            if n == 0:
+                raise OSError(errno.ENOSPC, "short write")
+            written += n
+    except OSError as exc:
+        rollback(fd, size)
+        raise StorageError.from_oserror(exc, "write failed; nothing was appended", display) from None
+
+
+def rollback(fd: int, size: int) -> None:
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        pass  # the torn tail is repaired by the next writer under the lock
+
+
+def sync(fd: int, display: str) -> None:
+    """``fdatasync``: the data and the size that reading it needs. A failure is never retried: after a
+    failed fsync the kernel may have dropped the dirty pages, so a retry that succeeds proves nothing."""
+    try:
+        os.fdatasync(fd)
+    except OSError as exc:
+        raise StorageError.from_oserror(exc, "fsync failed; the write may not be durable", display) from None
+
+
+def last_byte(fd: int, size: int) -> bytes:
+    return os.pread(fd, 1, size - 1) if size else b"\n"
+
+
+def find_last_newline(fd: int, size: int) -> int:
+    """Offset just after the last ``\\n`` before ``size`` (0 when there is none)."""
+    pos = size
+    block = 65536
+    while pos > 0:
+        start = max(0, pos - block)
+        chunk = os.pread(fd, pos - start, start)
+        idx = chunk.rfind(b"\n")
+        if idx >= 0:
+            return start + idx + 1
+        pos = start
+    return 0
+
+
+def repair_torn_tail(fd: int, size: int, *, source: str, quarantine: tuple[int, str], file_mode: int,
+                     timeout: float, extra: dict[str, Any] | None = None) -> int:
+    """Move the bytes after the last newline to quarantine and truncate them; return the new size.
+
+    Called under the file's lock, so the fragment belongs to a writer that died mid-write (or a foreign
+    writer that left no newline), never to one still writing.
+    """
+    keep = find_last_newline(fd, size)
+    fragment = os.pread(fd, size - keep, keep)
+    record = {"ts": now_ts(), "reason": "torn tail", "source": source, "offset": keep, "size": len(fragment),
+              "fragment_b64": base64.b64encode(fragment).decode(), **(extra or {})}
+    append_quarantine(quarantine[0], quarantine[1], record, file_mode=file_mode, timeout=timeout)
+    try:
+        os.ftruncate(fd, keep)
+        os.fsync(fd)
+    except OSError as exc:
+        raise StorageError.from_oserror(exc, "cannot truncate a torn tail", source) from None
+    return keep
+
+
+def append_quarantine(dir_fd: int, name: str, record: dict[str, Any], *, file_mode: int,
+                      timeout: float) -> None:
+    """Append one record to a quarantine file and fsync it before the caller destroys the original."""
+    display = name
+    fd = open_append(dir_fd, name, create=True, file_mode=file_mode, display=display)
+    assert fd is not None
+    try:
+        with locked(fd, timeout=timeout, display=display):
+            size = os.fstat(fd).st_size
+            line = orjson.dumps(record) + b"\n"
+            if last_byte(fd, size) != b"\n":
+                line = b"\n" + line
+            write_all(fd, line, size, display)
+        os.fsync(fd)
+    except OSError as exc:
+        if isinstance(exc, StorageError):
+            raise
+        raise StorageError.from_oserror(exc, "cannot write quarantine", display) from None
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(dir_fd: int, display: str) -> None:
+    try:
+        os.fsync(dir_fd)
+    except OSError as exc:
+        raise StorageError.from_oserror(exc, "cannot fsync directory", display) from None

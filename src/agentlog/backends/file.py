@@ -1,0 +1,467 @@
+"""The file backend: plain JSONL files that many processes append to at once.
+
+The write path for one append (or one batch), all under the stream file's own ``flock``:
+
+1. open ``O_APPEND | O_NOFOLLOW`` (cached per stream) and take the lock, with a deadline;
+2. if the file was rotated or sealed while we waited (inode or mode changed), reopen and start over;
+3. if the file does not end in ``\\n``, a writer died mid-record: quarantine the fragment and truncate it;
+4. read the last ``seq`` and ``ts`` (cached per inode and size), rotate if the segment is full or the day
+   changed, assign ``seq`` and ``ts``, and ``write()`` the whole batch once, rolling back a short write;
+5. unlock, then ``fdatasync`` (durability ``"fsync"``) so other writers are not held up by our flush and the
+   kernel can merge concurrent flushes; only then is the append acknowledged.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+
+from ..errors import LockTimeout, StorageError
+from ..event import Draft, Event, format_ts
+from ..report import Report
+from . import StreamInfo
+from . import _fs as fs
+from ._reader import Cursor, scan_last, tail
+from ._segments import (
+    DAILY,
+    ROTATIONS,
+    SIZE,
+    Segment,
+    active_of,
+    base_name,
+    daily_dir,
+    is_sealed,
+    list_daily,
+    list_size,
+    next_piece,
+    piece_name,
+    size_dir,
+    stream_of_file,
+)
+
+DURABILITIES = ("fsync", "write")
+_MAX_ATTEMPTS = 64
+
+
+class _Writer:
+    """Per-process state for appending to one stream: cached descriptors and the last seq/ts."""
+
+    __slots__ = ("cache", "dir_fd", "fd", "layout", "mutex", "name")
+
+    def __init__(self) -> None:
+        # flock excludes other open file descriptions, not threads sharing ours: threads take this first.
+        self.mutex = threading.Lock()
+        self.layout: str | None = None
+        self.dir_fd: int | None = None
+        self.fd: int | None = None
+        self.name = ""
+        self.cache: tuple[int, int, int, str | None] | None = None  # (inode, size, last_seq, last_ts)
+
+    def drop_file(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def close(self) -> None:
+        self.drop_file()
+        if self.dir_fd is not None:
+            os.close(self.dir_fd)
+            self.dir_fd = None
+
+
+class FileBackend:
+    """JSONL segments under ``<root>/logs``; see the module docstring for the write path."""
+
+    def __init__(self, root: str | os.PathLike[str], *, durability: str = "fsync",
+                 segment_bytes: int = 500_000_000, lock_timeout: float = 10.0, file_mode: int = 0o600,
+                 dir_mode: int = 0o700, rotate: str = SIZE) -> None:
+        if durability not in DURABILITIES:
+            raise ValueError(f"durability must be one of {DURABILITIES}, got {durability!r}")
+        if rotate not in ROTATIONS:
+            raise ValueError(f"rotate must be one of {ROTATIONS}, got {rotate!r}")
+        if segment_bytes <= 0:
+            raise ValueError("segment_bytes must be positive")
+        if lock_timeout < 0:
+            raise ValueError("lock_timeout must not be negative")
+        if not file_mode & 0o200 or file_mode & ~0o777:
+            raise ValueError("file_mode must be a permission mode (0o000-0o777) that lets the owner write")
+        if dir_mode & 0o700 != 0o700 or dir_mode & ~0o777:
+            raise ValueError("dir_mode must give the owner rwx")
+        self.root = os.path.abspath(os.fspath(root))
+        self.durability = durability
+        self.segment_bytes = segment_bytes
+        self.lock_timeout = lock_timeout
+        self.file_mode = file_mode
+        self.dir_mode = dir_mode
+        self.rotate = rotate
+        self._root_fd: int | None = None
+        self._writers: dict[str, _Writer] = {}
+        self._writers_lock = threading.Lock()
+        self._closed = False
+        _LIVE.add(self)
+
+    # --- paths ----------------------------------------------------------------------------------------
+
+    def segment_path(self, stream: str, name: str) -> str:
+        parts = daily_dir(stream) if self._looks_daily(name) else size_dir(stream)
+        return os.path.join(self.root, *parts, name)
+
+    @staticmethod
+    def _looks_daily(name: str) -> bool:
+        return len(name) >= 16 and name[4] == "-" and name[7] == "-" and name[10:16] == ".jsonl" \
+            and name[:4].isdigit()
+
+    def _root(self, *, create: bool) -> int | None:
+        if self._closed:
+            raise StorageError("the log is closed", path=self.root)
+        if self._root_fd is None:
+            self._root_fd = fs.open_root(self.root, create=create, dir_mode=self.dir_mode)
+        return self._root_fd
+
+    def _dir(self, parts: list[str], *, create: bool) -> int | None:
+        root = self._root(create=create)
+        if root is None:
+            return None
+        return fs.open_dir(root, parts, create=create, dir_mode=self.dir_mode,
+                           display=os.path.join(self.root, *parts))
+
+    def listing(self, stream: str) -> tuple[int, list[Segment]] | None:
+        """An owned descriptor of the stream's directory and its segments in read order, or ``None``."""
+        dfd = self._dir(daily_dir(stream), create=False)
+        if dfd is not None:
+            segments = list_daily(dfd)
+            if segments:
+                return dfd, segments
+            os.close(dfd)
+        sfd = self._dir(size_dir(stream), create=False)
+        if sfd is None:
+            return None
+        segments = list_size(sfd, base_name(stream))
+        if not segments:
+            os.close(sfd)
+            return None
+        return sfd, segments
+
+    # --- writing --------------------------------------------------------------------------------------
+
+    def append(self, stream: str, drafts: Sequence[Draft]) -> list[Event]:
+        if not drafts:
+            return []
+        w = self._writer(stream)
+        deadline = time.monotonic() + self.lock_timeout
+        if not w.mutex.acquire(timeout=self.lock_timeout):
+            raise LockTimeout(f"timed out waiting for another thread appending to {stream!r}",
+                              path=os.path.join(self.root, *size_dir(stream), base_name(stream)),
+                              waited=self.lock_timeout)
+        try:
+            fd, events = self._append_locked(w, stream, drafts, deadline)
+            if self.durability == "fsync":
+                try:
+                    fs.sync(fd, self.segment_path(stream, w.name))
+                except StorageError:
+                    w.drop_file()  # do not trust this descriptor's error state again
+                    raise
+            return events
+        finally:
+            w.mutex.release()
+
+    def _writer(self, stream: str) -> _Writer:
+        with self._writers_lock:
+            w = self._writers.get(stream)
+            if w is None:
+                w = self._writers[stream] = _Writer()
+            return w
+
+    def _append_locked(self, w: _Writer, stream: str, drafts: Sequence[Draft],
+                       deadline: float) -> tuple[int, list[Event]]:
+        for _attempt in range(_MAX_ATTEMPTS):
+            fd = self._active_fd(w, stream)
+            display = self.segment_path(stream, w.name)
+            fs.lock(fd, timeout=max(0.0, deadline - time.monotonic()), display=display)
+            action = ""
+            try:
+                st = os.fstat(fd)
+                action = self._check_current(w, st)
+                if action == "sealed-here":
+                    self._seal(w, stream, fd, st, None)  # a rotation died half-way: finish it
+                if action:
+                    continue
+                size = st.st_size
+                if size and fs.last_byte(fd, size) != b"\n":
+                    size = self._repair(stream, fd, size, display)
+                last_seq, last_ts = self._last(w, stream, fd, st.st_ino, size)
+                ts = format_ts(time.time_ns())
+                if last_ts is not None and ts < last_ts:
+                    ts = last_ts  # the wall clock stepped back: ts never decreases within a stream
+                if w.layout == DAILY and ts[:10] > w.name[:10]:
+                    self._seal(w, stream, fd, st, f"{ts[:10]}.jsonl")
+                    action = "rotated"
+                    continue
+                data = b"".join([d.line(last_seq + 1 + i, ts) for i, d in enumerate(drafts)])
+                if size and size + len(data) > self.segment_bytes:
+                    self._seal(w, stream, fd, st, None)
+                    action = "rotated"
+                    continue
+                fs.write_all(fd, data, size, display)
+                n = len(drafts)
+                w.cache = (st.st_ino, size + len(data), last_seq + n, ts)
+                return fd, [d.event(last_seq + 1 + i, ts) for i, d in enumerate(drafts)]
+            finally:
+                fs.unlock(fd)
+                if action:
+                    w.drop_file()  # only after unlocking, so the descriptor number cannot be reused first
+        raise StorageError("could not settle on an active segment", path=self.segment_path(stream, w.name))
+
+    def _check_current(self, w: _Writer, st: os.stat_result) -> str:
+        """Empty when the locked file is the stream's active segment; else why we must move."""
+        assert w.dir_fd is not None
+        if st.st_nlink == 0:
+            return "removed"
+        try:
+            at_path = os.stat(w.name, dir_fd=w.dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return "moved"
+        if (at_path.st_ino, at_path.st_dev) != (st.st_ino, st.st_dev):
+            return "moved"
+        if is_sealed(st.st_mode):
+            if w.layout == DAILY and active_of(list_daily(w.dir_fd)) != w.name:
+                return "moved"
+            return "sealed-here"
+        return ""
+
+    def _active_fd(self, w: _Writer, stream: str) -> int:
+        if w.fd is not None:
+            return w.fd
+        if w.dir_fd is None:
+            self._resolve_layout(w, stream)
+        assert w.dir_fd is not None
+        if w.layout == SIZE:
+            name = base_name(stream)
+        else:
+            segments = list_daily(w.dir_fd)
+            if not segments:
+                # Two first writers on either side of midnight must not create two first segments.
+                fs.lock(w.dir_fd, timeout=self.lock_timeout, display=self._stream_dir_display(stream, w))
+                try:
+                    segments = list_daily(w.dir_fd)
+                    name = active_of(segments) if segments else f"{format_ts(time.time_ns())[:10]}.jsonl"
+                    w.fd = self._open_segment(w, stream, name)
+                finally:
+                    fs.unlock(w.dir_fd)
+                w.name = name
+                return w.fd
+            name = active_of(segments)
+        w.fd = self._open_segment(w, stream, name)
+        w.name = name
+        return w.fd
+
+    def _open_segment(self, w: _Writer, stream: str, name: str) -> int:
+        assert w.dir_fd is not None
+        fd = fs.open_append(w.dir_fd, name, create=True, file_mode=self.file_mode,
+                            display=self.segment_path(stream, name))
+        assert fd is not None
+        return fd
+
+    def _stream_dir_display(self, stream: str, w: _Writer) -> str:
+        return os.path.join(self.root, *(daily_dir(stream) if w.layout == DAILY else size_dir(stream)))
+
+    def _resolve_layout(self, w: _Writer, stream: str) -> None:
+        """A stream keeps the layout it was created with; ``rotate`` only decides it for new streams."""
+        dfd = self._dir(daily_dir(stream), create=False)
+        if dfd is not None and list_daily(dfd):
+            w.layout, w.dir_fd = DAILY, dfd
+            return
+        if dfd is not None:
+            os.close(dfd)
+        sfd = self._dir(size_dir(stream), create=self.rotate == SIZE)
+        if sfd is not None and (self.rotate == SIZE or list_size(sfd, base_name(stream))):
+            w.layout, w.dir_fd = SIZE, sfd
+            return
+        if sfd is not None:
+            os.close(sfd)
+        w.layout, w.dir_fd = DAILY, self._dir(daily_dir(stream), create=True)
+
+    def _seal(self, w: _Writer, stream: str, fd: int, st: os.stat_result, next_name: str | None) -> None:
+        """Close the current segment for writing and start the next, under the current segment's lock.
+
+        Order matters for crash recovery: the mode bit goes first (readers and waiting writers see
+        "sealed"), then the rename, then the new file. A writer finding a sealed file still at the active
+        path finishes the job (``sealed-here``); one finding no file at the active path creates it.
+        """
+        assert w.dir_fd is not None
+        display = os.path.join(self._stream_dir_display(stream, w), w.name)
+        try:
+            os.fchmod(fd, st.st_mode & 0o777 & ~0o222)
+            if next_name is None or next_name == w.name:
+                segments = list_daily(w.dir_fd) if w.layout == DAILY else list_size(w.dir_fd, w.name)
+                sealed = piece_name(w.name, next_piece(segments, w.name))
+                os.rename(w.name, sealed, src_dir_fd=w.dir_fd, dst_dir_fd=w.dir_fd)
+                next_name = w.name
+            new = fs.open_append(w.dir_fd, next_name, create=True, file_mode=self.file_mode, display=display)
+            if new is not None:
+                os.close(new)
+            os.fsync(w.dir_fd)
+        except OSError as exc:
+            if isinstance(exc, StorageError):
+                raise
+            raise fs.storage_error(exc, "cannot rotate segment", display) from None
+
+    def _repair(self, stream: str, fd: int, size: int, display: str) -> int:
+        parts = stream.split("/")
+        qdir = self._dir(["quarantine", *parts[:-1]], create=True)
+        assert qdir is not None
+        try:
+            return fs.repair_torn_tail(fd, size, source=display, quarantine=(qdir, parts[-1] + ".jsonl"),
+                                       file_mode=self.file_mode, timeout=self.lock_timeout,
+                                       extra={"stream": stream})
+        finally:
+            os.close(qdir)
+
+    def _last(self, w: _Writer, stream: str, fd: int, ino: int, size: int) -> tuple[int, str | None]:
+        """The last seq and ts of the stream, given its active file of ``size`` bytes."""
+        if w.cache is not None and w.cache[0] == ino and w.cache[1] == size:
+            return w.cache[2], w.cache[3]
+        last, count, ts = scan_last(fd, size)
+        if last is None:
+            prev_seq, prev_ts = self._before(w, stream)
+            last, ts = prev_seq + count, ts or prev_ts
+        w.cache = (ino, size, last, ts)
+        return last, ts
+
+    def _before(self, w: _Writer, stream: str) -> tuple[int, str | None]:
+        """Last seq and ts of the segments before the active one (for an empty or seq-less active file)."""
+        assert w.dir_fd is not None
+        segments = list_daily(w.dir_fd) if w.layout == DAILY else list_size(w.dir_fd, base_name(stream))
+        names = [seg.name for seg in segments]
+        older = names[: names.index(w.name)] if w.name in names else names
+        count = 0
+        newest_ts: str | None = None
+        for name in reversed(older):
+            rfd = fs.open_read(w.dir_fd, name, self.segment_path(stream, name))
+            if rfd is None:
+                continue
+            try:
+                last, n, ts = scan_last(rfd, fs.find_last_newline(rfd, os.fstat(rfd).st_size))
+            finally:
+                os.close(rfd)
+            newest_ts = newest_ts or ts
+            if last is not None:
+                return last + count, newest_ts
+            count += n
+        return count, newest_ts
+
+    # --- reading --------------------------------------------------------------------------------------
+
+    def read(self, stream: str, after: int = 0) -> Iterator[Event]:
+        return Cursor(self, stream, after).events(follow=False)
+
+    def follow(self, stream: str, after: int = 0, timeout: float | None = None,
+               poll: float = 0.1) -> Iterator[Event]:
+        return Cursor(self, stream, after).events(follow=True, timeout=timeout, poll=poll)
+
+    def tail(self, stream: str, limit: int) -> list[Event]:
+        return tail(self, stream, limit)
+
+    def streams(self) -> list[str]:
+        root = self._root(create=False)
+        if root is None:
+            return []
+        logs = fs.open_dir(root, ["logs"], create=False, dir_mode=self.dir_mode,
+                           display=os.path.join(self.root, "logs"))
+        if logs is None:
+            return []
+        found: set[str] = set()
+        _walk(logs, [], found)
+        return sorted(found)
+
+    def stat(self, stream: str) -> StreamInfo:
+        listing = self.listing(stream)
+        if listing is None:
+            return StreamInfo(stream, 0, 0, 0, None)
+        dir_fd, segments = listing
+        total = 0
+        last_seq: int | None = None
+        count = 0
+        last_ts: str | None = None
+        try:
+            for seg in reversed(segments):
+                fd = fs.open_read(dir_fd, seg.name, self.segment_path(stream, seg.name))
+                if fd is None:
+                    continue
+                try:
+                    size = os.fstat(fd).st_size
+                    total += size
+                    if last_seq is None:
+                        seq, n, ts = scan_last(fd, fs.find_last_newline(fd, size))
+                        last_ts = last_ts or ts
+                        if seq is not None:
+                            last_seq = seq + count
+                        else:
+                            count += n
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(dir_fd)
+        return StreamInfo(stream, last_seq if last_seq is not None else count, total, len(segments), last_ts)
+
+    def verify(self, streams: Sequence[str] | None = None) -> Report:
+        from ._verify import verify
+
+        return verify(self, streams)
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._writers_lock:
+            for w in self._writers.values():
+                with w.mutex:
+                    w.close()
+            self._writers.clear()
+        if self._root_fd is not None:
+            os.close(self._root_fd)
+            self._root_fd = None
+        self._closed = True
+
+    def _after_fork_in_child(self) -> None:
+        # A child shares the parent's open file descriptions, and flock locks belong to those: if both used
+        # the same description they would each believe they hold the lock. Forget everything; closing our
+        # copies does not release the parent's locks (the parent still holds its own references).
+        for w in self._writers.values():
+            w.close()
+        self._writers = {}
+        self._writers_lock = threading.Lock()
+
+
+def _walk(dir_fd: int, rel: list[str], found: set[str]) -> None:
+    try:
+        with os.scandir(dir_fd) as entries:
+            items = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+        for name, is_dir in items:
+            if is_dir:
+                try:
+                    sub = os.open(name, fs._DIR_FLAGS, dir_fd=dir_fd)
+                except OSError:
+                    continue
+                _walk(sub, [*rel, name], found)
+            else:
+                stream = stream_of_file(rel, name)
+                if stream is not None:
+                    found.add(stream)
+    finally:
+        os.close(dir_fd)
+
+
+_LIVE: weakref.WeakSet[FileBackend] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for backend in list(_LIVE):
+        backend._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+__all__ = ["DURABILITIES", "FileBackend"]

@@ -1,0 +1,93 @@
+"""The in-memory backend: the reference implementation of the contract, for tests and examples.
+
+It is a real backend, not a mock: gapless ``seq``, non-decreasing ``ts``, all-or-nothing batches, live
+``follow``, thread safety. It keeps events for the life of the object only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+import orjson
+
+from ..event import Draft, Event, format_ts
+from ..report import Report
+from . import StreamInfo
+
+
+class MemoryBackend:
+    def __init__(self) -> None:
+        self._streams: dict[str, list[tuple[Event, int]]] = {}  # (event, its size as a line)
+        self._changed = threading.Condition()
+
+    def append(self, stream: str, drafts: Sequence[Draft]) -> list[Event]:
+        if not drafts:
+            return []
+        with self._changed:
+            events = self._streams.setdefault(stream, [])
+            last_seq = len(events)
+            ts = format_ts(time.time_ns())
+            if events and events[-1][0].ts is not None and ts < events[-1][0].ts:  # type: ignore[operator]
+                ts = events[-1][0].ts or ts
+            out = []
+            for i, draft in enumerate(drafts):
+                line = draft.line(last_seq + 1 + i, ts)
+                # Store a parsed copy, so a caller mutating its dict afterwards cannot rewrite history.
+                stored = Event.from_record(orjson.loads(line), stream=stream, seq=last_seq + 1 + i)
+                events.append((stored, len(line)))
+                out.append(draft.event(last_seq + 1 + i, ts))
+            self._changed.notify_all()
+            return out
+
+    def read(self, stream: str, after: int = 0) -> Iterator[Event]:
+        with self._changed:
+            snapshot = [ev for ev, _ in self._streams.get(stream, [])[max(after, 0):]]
+        return iter([_copy(ev) for ev in snapshot])
+
+    def tail(self, stream: str, limit: int) -> list[Event]:
+        if limit <= 0:
+            return []
+        with self._changed:
+            return [_copy(ev) for ev, _ in self._streams.get(stream, [])[-limit:]]
+
+    def follow(self, stream: str, after: int = 0, timeout: float | None = None,
+               poll: float = 0.1) -> Iterator[Event]:
+        position = max(after, 0)
+        while True:
+            with self._changed:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while len(self._streams.get(stream, [])) <= position:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return
+                    self._changed.wait(remaining)
+                batch = [ev for ev, _ in self._streams[stream][position:]]
+            for event in batch:
+                position += 1
+                yield _copy(event)
+
+    def streams(self) -> list[str]:
+        with self._changed:
+            return sorted(name for name, events in self._streams.items() if events)
+
+    def stat(self, stream: str) -> StreamInfo:
+        with self._changed:
+            events = self._streams.get(stream, [])
+            return StreamInfo(stream, len(events), sum(size for _, size in events), 1 if events else 0,
+                              events[-1][0].ts if events else None)
+
+    def verify(self, streams: Sequence[str] | None = None) -> Report:
+        report = Report()
+        with self._changed:
+            for name in streams or sorted(self._streams):
+                report.counts[name] = len(self._streams.get(name, []))
+        return report
+
+    def close(self) -> None:
+        pass
+
+
+def _copy(event: Event) -> Event:
+    return Event.from_record(orjson.loads(event.to_json()), stream=event.stream, seq=event.seq)
