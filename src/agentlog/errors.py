@@ -67,7 +67,9 @@ class StorageError(AgentlogError, OSError):
         return text
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), self.message, self.__dict__.copy()))
+        # errno and strerror live in OSError's C struct, not in __dict__: carry them explicitly.
+        state = {**self.__dict__, "errno": self.errno, "strerror": self.strerror, "filename": self.filename}
+        return (_rebuild, (type(self), self.message, state))
 
     @classmethod
     def from_oserror(cls, exc: OSError, message: str, path: str | os.PathLike[str]) -> StorageError:
@@ -82,6 +84,10 @@ class LockTimeout(StorageError, TimeoutError):
                  waited: float = 0.0) -> None:
         super().__init__(message, path=path, errno=_errno.ETIMEDOUT)
         self.waited = waited
+
+    def __str__(self) -> str:
+        # "Connection timed out" (ETIMEDOUT's text) would mislead: the message already says what timed out.
+        return self.message if self.path is None or self.path in self.message else f"{self.message}: {self.path}"
 
 
 class CorruptLog(AgentlogError):
@@ -108,5 +114,6 @@ class Conflict(AgentlogError):
 def _rebuild(cls: type[Exception], message: str, state: dict[str, Any]) -> Exception:
     exc = cls.__new__(cls)
     Exception.__init__(exc, message)
-    exc.__dict__.update(state)
+    for key, value in state.items():
+        setattr(exc, key, value)
     return exc

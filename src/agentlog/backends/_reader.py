@@ -50,7 +50,8 @@ def scan_last(fd: int, end: int) -> tuple[int | None, int, str | None]:
 
 
 def _record_ts(rec: dict[str, Any]) -> str | None:
-    value = rec.get("ts", rec.get("timestamp"))
+    # Only agentlog's own "ts" bounds the next ts: a foreign writer's "timestamp" runs on its own clock.
+    value = rec.get("ts")
     if not isinstance(value, str):
         return None
     try:

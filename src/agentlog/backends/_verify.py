@@ -90,8 +90,9 @@ def _verify_segment(backend: FileBackend, stream: str, fd: int, path: str, last:
             if rec.get("stream", stream) != stream:
                 problems.append(Problem(path, line_no, f"stream field {rec.get('stream')!r} in {stream!r}"))
         state["seq"] = seq
-        ts = rec.get("ts", rec.get("timestamp"))
-        if ts is not None:
+        if "ts" in rec and isinstance(rec.get("id"), str):
+            # Only agentlog's own timestamps are promised to be ordered; another writer's clock is its own.
+            ts = rec["ts"]
             try:
                 canonical = parse_ts(ts) if isinstance(ts, str) else None
             except ValueError:

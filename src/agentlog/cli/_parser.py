@@ -1,0 +1,166 @@
+"""The argument parser: every command, option and help text of ``agentlog``.
+
+Only :mod:`argparse` (stdlib) is imported here, because ``agentlog append`` runs once per event in agents'
+shell loops and must start fast. Each sub-parser names its handler by string; :mod:`._main` imports the
+module that holds it only when that command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+__all__ = ["ROOT_HELP", "build_parser"]
+
+ROOT_HELP = "the log's root directory (default: $AGENTLOG_ROOT, else ./.agentlog)"
+JSON_HELP = "print JSON Lines (one JSON object per line) instead of text for people"
+
+DESCRIPTION = """\
+A durable, multi-process JSONL event log for teams of agents.
+
+Every stream is a plain JSONL file under ROOT/logs/. Exit status: 0 ok, 1 failure (storage, lock
+timeout, damaged log), 2 usage or invalid input."""
+
+EPILOG = """\
+examples:
+  agentlog append conv-7 question "How do I start the server?" --actor alice --interaction 3
+  agentlog tail conv-7 -n 5
+  agentlog tail conv-7 --follow
+  agentlog query --type question --since 2026-11-22T00:00:00Z --json
+  agentlog streams
+  agentlog verify
+  agentlog stress --procs 10 --events 100 --size 10240"""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr, like every other agentlog error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def build_parser() -> Parser:
+    """The whole ``agentlog`` command line."""
+    from .. import __version__
+
+    parser = Parser(prog="agentlog", description=DESCRIPTION, epilog=EPILOG,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", metavar="DIR", default=None, help=ROOT_HELP)
+    parser.add_argument("--json", action="store_true", default=False, help=JSON_HELP)
+    parser.add_argument("--version", action="version", version=f"agentlog {__version__}",
+                        help="print the version and exit")
+
+    # --root and --json are accepted after the command too. SUPPRESS keeps a sub-parser that did not see
+    # the option from overwriting what the main parser stored (argparse's sub-parser defaults win).
+    shared = Parser(add_help=False)
+    shared.add_argument("--root", metavar="DIR", default=argparse.SUPPRESS, help=ROOT_HELP)
+    shared.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
+
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", required=True,
+                                     parser_class=Parser)
+
+    def command(name: str, handler: str, summary: str, description: str,
+                parents: list[argparse.ArgumentParser] | None = None) -> Parser:
+        sub: Parser = commands.add_parser(name, help=summary, description=description,
+                                          parents=[shared] if parents is None else parents,
+                                          formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    # --- append ---------------------------------------------------------------------------------------
+    p = command(
+        "append", "_commands:append", "append one event, or a batch read from stdin",
+        "Append one event to STREAM and print its id (with --json, the whole event).\n\n"
+        "With TYPE '-', read JSON objects from stdin, one per line (each with a \"type\"), and append them\n"
+        "as ONE batch: one lock, one write, one fsync; one bad line refuses the whole batch. Blank lines\n"
+        "are skipped. --actor, --visibility and --interaction then fill in for lines that lack them.")
+    p.add_argument("stream", metavar="STREAM", help="the stream to append to, e.g. conv-7 or ledger/alice")
+    p.add_argument("type", metavar="TYPE",
+                   help="the event's type, e.g. question; '-' reads a batch of events from stdin")
+    p.add_argument("content", metavar="CONTENT", nargs="?", default=None,
+                   help="text stored as data.content (merged into --data if both are given)")
+    p.add_argument("--actor", metavar="A", help="who did it, e.g. an agent's name")
+    p.add_argument("--interaction", metavar="N", type=int,
+                   help="the interaction (turn) number this event belongs to, a non-negative integer")
+    p.add_argument("--visibility", metavar="V", help="who may see it, e.g. public or private")
+    p.add_argument("--data", metavar="JSON", help="the event's data as a JSON object, e.g. '{\"k\": 1}'")
+
+    # --- tail -----------------------------------------------------------------------------------------
+    p = command("tail", "_commands:tail", "show the newest events of a stream, optionally following it",
+                "Print the newest N events of STREAM, oldest first. With --follow, keep printing new\n"
+                "events as other processes append them (across rotations) until Ctrl-C.")
+    p.add_argument("stream", metavar="STREAM", help="the stream to show")
+    p.add_argument("-n", "--lines", dest="limit", metavar="N", type=_non_negative, default=20,
+                   help="how many of the newest events to show first (default: 20)")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="keep running and print events as they are appended; stop with Ctrl-C")
+
+    # --- query ----------------------------------------------------------------------------------------
+    p = command("query", "_commands:query", "find events across streams by type, time, actor, visibility",
+                "Print the events that match every filter given, merged across streams in time order.\n"
+                "Repeat --stream or --type to match any of several. Timestamps are RFC 3339; one without\n"
+                "an offset is taken as UTC.")
+    p.add_argument("--stream", dest="streams", metavar="S", action="append",
+                   help="only this stream (repeatable; default: every stream)")
+    p.add_argument("--type", dest="types", metavar="T", action="append",
+                   help="only events of this type (repeatable)")
+    p.add_argument("--since", metavar="TS", help="only events with ts at or after TS (inclusive)")
+    p.add_argument("--until", metavar="TS", help="only events with ts before TS (exclusive)")
+    p.add_argument("--visibility", metavar="V", help="only events with this visibility")
+    p.add_argument("--actor", metavar="A", help="only events by this actor")
+
+    # --- streams --------------------------------------------------------------------------------------
+    command("streams", "_commands:streams", "list streams with their size and last event time",
+            "List every stream: name, events, bytes on disk, segments and the ts of its last event.\n"
+            "A table for people; JSON Lines with --json.")
+
+    # --- verify ---------------------------------------------------------------------------------------
+    p = command("verify", "_commands:verify", "check that the log is intact (exit 1 if not)",
+                "Check every line of the given streams (default: all): strict JSON, gapless seq, ts never\n"
+                "going backwards, no torn tail. Prints one line per problem as PATH:LINE: WHAT and exits 1\n"
+                "if there is any; warnings (e.g. lines from a foreign writer) are printed but do not fail.")
+    p.add_argument("check", metavar="STREAM", nargs="*", help="a stream to check (default: every stream)")
+
+    # --- stress ---------------------------------------------------------------------------------------
+    stress_shared = Parser(add_help=False)
+    stress_shared.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
+    p = command("stress", "_stress:stress", "run the multi-process append stress test and verify the result",
+                "Start PROCS real processes that each append EVENTS events with a SIZE-byte payload to one\n"
+                "stream of a fresh temporary log, each recording the ids it got acknowledged. Then check\n"
+                "that every acknowledged id is present exactly once, the count is PROCS x EVENTS, seq runs\n"
+                "1..N with no gap, payloads are intact and 'verify' is clean. Exit 0 only if all hold.\n"
+                "The temporary log is removed afterwards unless --keep; --root is not used.",
+                parents=[stress_shared])
+    p.add_argument("--procs", metavar="N", type=_positive, default=10,
+                   help="number of writer processes (default: 10)")
+    p.add_argument("--events", metavar="N", type=_positive, default=100,
+                   help="events each process appends (default: 100)")
+    p.add_argument("--size", metavar="BYTES", type=_non_negative, default=10240,
+                   help="payload bytes per event (default: 10240, above a pipe's atomic write size)")
+    p.add_argument("--segment-bytes", metavar="N", type=_positive, default=500_000_000,
+                   help="rotate segments at this size; make it small to rotate during the run "
+                        "(default: 500000000)")
+    p.add_argument("--start-method", choices=("fork", "spawn", "forkserver"), default=None,
+                   help="how worker processes are started (default: fork where available, else spawn)")
+    p.add_argument("--dir", metavar="DIR", default=None,
+                   help="create the temporary log inside DIR, e.g. to test a given filesystem "
+                        "(default: the system temp directory)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary log and print where it is")
+    return parser

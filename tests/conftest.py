@@ -1,0 +1,79 @@
+"""Shared fixtures. Fault-injection helpers are prefixed ``fault_``; add other fixtures under their own names."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def require_privilege(available: bool, why: str) -> None:
+    """Skip a test that needs a privilege this machine lacks, except in CI, which has it: there, fail."""
+    if available:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must provide this, but: {why}")
+    pytest.skip(why)
+
+
+@pytest.fixture
+def fault_procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """A list to register child processes in; any still running at teardown are killed with their group."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+class FaultTmpfs:
+    """Small tmpfs mounts under one directory, for disk-full and read-only faults; unmounted at teardown."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.mounted: list[Path] = []
+
+    def mount(self, size: str) -> Path:
+        """Mount a fresh tmpfs of ``size`` (``"1m"``) and return its directory."""
+        require_privilege(os.geteuid() == 0, "mounting a tmpfs needs root")
+        require_privilege(shutil.which("mount") is not None, "the mount command is not installed")
+        target = self.base / f"tmpfs{len(self.mounted)}"
+        target.mkdir()
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(target)],
+                             capture_output=True, text=True)
+        require_privilege(res.returncode == 0, f"cannot mount a tmpfs: {res.stderr.strip()}")
+        self.mounted.append(target)
+        return target
+
+    def remount_ro(self, target: Path) -> None:
+        """Make a mount read-only (the kernel refuses while a file on it is open for writing)."""
+        subprocess.run(["mount", "-o", "remount,ro", str(target)], check=True, capture_output=True)
+
+    def unmount_all(self) -> None:
+        for target in reversed(self.mounted):
+            res = subprocess.run(["umount", str(target)], capture_output=True, text=True)
+            if res.returncode != 0:  # a descriptor still open somewhere: detach rather than leak the mount
+                subprocess.run(["umount", "-l", str(target)], check=True)
+        self.mounted.clear()
+
+
+@pytest.fixture
+def fault_tmpfs(tmp_path: Path) -> Iterator[FaultTmpfs]:
+    """Mount small tmpfs file systems (root only; CI has it); every mount is removed at teardown."""
+    mounts = FaultTmpfs(tmp_path)
+    try:
+        yield mounts
+    finally:
+        mounts.unmount_all()
