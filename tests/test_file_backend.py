@@ -121,7 +121,8 @@ def test_lines_from_a_shell_writer_get_inferred_seqs(tmp_path: Path) -> None:
     log.append("s", "question")
     path = tmp_path / "logs" / "s.jsonl"
     with path.open("a") as f:
-        f.write('{"interaction":1,"actor":"Agent A","type":"answer","content":"hi","timestamp":"2026-01-01T00:00:00Z"}\n')
+        f.write('{"interaction":1,"actor":"Agent A","type":"answer","content":"hi",'
+                '"timestamp":"2026-01-01T00:00:00Z"}\n')
     assert [e.seq for e in log.tail("s", 1)] == [2]
     assert log.append("s", "followup").seq == 3
     events = list(log.read("s"))

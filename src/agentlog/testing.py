@@ -115,7 +115,7 @@ class BackendContract:
         """Assigned envelope fields cannot be given by the caller, one at a time or in a batch."""
         if field != "stream":  # Python itself refuses a second `stream` keyword
             with pytest.raises(InvalidEvent, match=field):
-                log.append("s", "t", **{field: 99})
+                log.append("s", "t", **{field: 99})  # type: ignore[arg-type]
         with pytest.raises(InvalidEvent, match=field):
             log.append_many("s", [{"type": "t", field: 99}])
         assert log.tail("s") == []

@@ -29,8 +29,9 @@ class MemoryBackend:
             events = self._streams.setdefault(stream, [])
             last_seq = len(events)
             ts = format_ts(time.time_ns())
-            if events and events[-1][0].ts is not None and ts < events[-1][0].ts:  # type: ignore[operator]
-                ts = events[-1][0].ts or ts
+            last_ts = events[-1][0].ts if events else None
+            if last_ts is not None and ts < last_ts:
+                ts = last_ts
             out = []
             for i, draft in enumerate(drafts):
                 line = draft.line(last_seq + 1 + i, ts)
