@@ -51,4 +51,5 @@ def test_scanning_a_gigabyte_stream_stays_under_64_mb(tmp_path: Path) -> None:
                          check=True, timeout=300).stdout.split()
     count, ok, verified, last, rss_mb = int(out[0]), out[1], int(out[2]), int(out[3]), int(out[4])
     assert (count, ok, verified, last) == (total, "True", total, total)
+    print("peak RSS MB", rss_mb)
     assert rss_mb < 64, f"peak RSS {rss_mb} MB"

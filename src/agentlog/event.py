@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -369,8 +370,6 @@ def parse_ts(value: str | datetime) -> str:
     if isinstance(value, datetime):
         dt = value
     elif isinstance(value, str):
-        if len(value) == 27 and value[10] == "T" and value.endswith("Z") and value[19] == ".":
-            return value  # already canonical: the common case on every read
         try:
             dt = datetime.fromisoformat(value.strip())
         except ValueError:
@@ -380,3 +379,20 @@ def parse_ts(value: str | datetime) -> str:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_CANONICAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+
+
+def comparable_ts(value: str) -> str | None:
+    """A stored ``ts`` in a form that compares correctly as a string, or ``None`` if it has none.
+
+    The hot path of time queries: agentlog's own timestamps are already canonical and are only
+    pattern-checked; anything else (another writer's ``timestamp``) is parsed.
+    """
+    if _CANONICAL.fullmatch(value):
+        return value
+    try:
+        return parse_ts(value)
+    except ValueError:
+        return None

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any
 
 from .backends import Backend, StreamInfo
-from .event import DEFAULT_MAX_EVENT_BYTES, Event, drafts_from_dicts, make_draft, parse_ts
+from .event import DEFAULT_MAX_EVENT_BYTES, Event, comparable_ts, drafts_from_dicts, make_draft, parse_ts
 from .names import validate_stream_name
 from .report import Report
 
@@ -126,9 +126,9 @@ class EventLog:
             if actor is not None and ev.actor != actor:
                 return False
             if lo is not None or hi is not None:
-                if ev.ts is None:
+                ts = None if ev.ts is None else comparable_ts(ev.ts)
+                if ts is None:
                     return False
-                ts = parse_ts(ev.ts)
                 if (lo is not None and ts < lo) or (hi is not None and ts >= hi):
                     return False
             return True

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..event import Event, parse_ts
+from ..event import Event, comparable_ts
 from ._fs import find_last_newline, open_read
 from ._scan import lines_backward, lines_forward, parse_line
 from ._segments import Segment, is_sealed
@@ -54,10 +54,7 @@ def _record_ts(rec: dict[str, Any]) -> str | None:
     value = rec.get("ts")
     if not isinstance(value, str):
         return None
-    try:
-        return parse_ts(value)
-    except ValueError:
-        return None
+    return comparable_ts(value)
 
 
 class Cursor:

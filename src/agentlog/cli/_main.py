@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ..errors import AgentlogError
+from ._errors import Failure
 from ._parser import build_parser
 
 __all__ = ["main"]
@@ -30,16 +31,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     module, _, name = args.handler.partition(":")
     handler: Callable[..., int] = getattr(importlib.import_module(f".{module}", __package__), name)
     try:
-        return handler(args)
-    except ValueError as exc:  # InvalidEvent and InvalidStreamName are ValueErrors too
-        return _error(exc, USAGE)
-    except (AgentlogError, OSError) as exc:
-        return _error(exc, FAILURE)
-    except BrokenPipeError:
+        status = handler(args)
+        sys.stdout.flush()  # here, so that a reader that went away is handled below, not at exit
+        return status
+    except BrokenPipeError:  # before OSError, which it is
         # The reader went away (`agentlog tail -n 1000 s | head`): stop quietly, as `cat` would. Point
         # stdout at /dev/null so the interpreter's final flush does not raise a second time.
         _silence_stdout()
         return OK
+    except ValueError as exc:  # InvalidEvent and InvalidStreamName are ValueErrors too
+        return _error(exc, USAGE)
+    except (AgentlogError, Failure, OSError) as exc:
+        return _error(exc, FAILURE)
     except KeyboardInterrupt:
         return 130
 

@@ -8,9 +8,11 @@ module that holds it only when that command runs.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import NoReturn
 
-__all__ = ["ROOT_HELP", "build_parser"]
+__all__ = ["build_parser"]
 
 ROOT_HELP = "the log's root directory (default: $AGENTLOG_ROOT, else ./.agentlog)"
 JSON_HELP = "print JSON Lines (one JSON object per line) instead of text for people"
@@ -18,18 +20,51 @@ JSON_HELP = "print JSON Lines (one JSON object per line) instead of text for peo
 DESCRIPTION = """\
 A durable, multi-process JSONL event log for teams of agents.
 
-Every stream is a plain JSONL file under ROOT/logs/. Exit status: 0 ok, 1 failure (storage, lock
-timeout, damaged log), 2 usage or invalid input."""
+Every stream is a plain JSONL file under ROOT/logs/. Exit status: 0 ok,
+1 failure (storage, lock timeout, damaged log), 2 usage or invalid input."""
 
 EPILOG = """\
 examples:
-  agentlog append conv-7 question "How do I start the server?" --actor alice --interaction 3
+  agentlog append conv-7 question "How do I start?" --actor alice --interaction 3
   agentlog tail conv-7 -n 5
   agentlog tail conv-7 --follow
   agentlog query --type question --since 2026-11-22T00:00:00Z --json
   agentlog streams
   agentlog verify
   agentlog stress --procs 10 --events 100 --size 10240"""
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions as written, and finds the terminal width without importing :mod:`shutil`.
+
+    argparse builds a formatter for every ``add_argument`` call, and the stock one imports ``shutil``
+    (with bz2, lzma, zlib and fnmatch) just to ask for the terminal's width: 4 ms on every
+    ``agentlog append``, which agents run once per event.
+    """
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         _terminal_width() if width is None else width)
+
+
+_width: list[int] = []
+
+
+def _terminal_width() -> int:
+    """What ``shutil.get_terminal_size().columns - 2`` gives: $COLUMNS, else the terminal, else 80."""
+    if not _width:
+        try:
+            columns = int(os.environ.get("COLUMNS", "0"))
+        except ValueError:
+            columns = 0
+        if columns <= 0:
+            try:
+                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+            except (AttributeError, ValueError, OSError):
+                columns = 0
+        _width.append((columns or 80) - 2)
+    return _width[0]
 
 
 class Parser(argparse.ArgumentParser):
@@ -61,7 +96,7 @@ def build_parser() -> Parser:
     from .. import __version__
 
     parser = Parser(prog="agentlog", description=DESCRIPTION, epilog=EPILOG,
-                    formatter_class=argparse.RawDescriptionHelpFormatter)
+                    formatter_class=Formatter)
     parser.add_argument("--root", metavar="DIR", default=None, help=ROOT_HELP)
     parser.add_argument("--json", action="store_true", default=False, help=JSON_HELP)
     parser.add_argument("--version", action="version", version=f"agentlog {__version__}",
@@ -69,7 +104,7 @@ def build_parser() -> Parser:
 
     # --root and --json are accepted after the command too. SUPPRESS keeps a sub-parser that did not see
     # the option from overwriting what the main parser stored (argparse's sub-parser defaults win).
-    shared = Parser(add_help=False)
+    shared = Parser(add_help=False, formatter_class=Formatter)
     shared.add_argument("--root", metavar="DIR", default=argparse.SUPPRESS, help=ROOT_HELP)
     shared.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
 
@@ -77,10 +112,10 @@ def build_parser() -> Parser:
                                      parser_class=Parser)
 
     def command(name: str, handler: str, summary: str, description: str,
-                parents: list[argparse.ArgumentParser] | None = None) -> Parser:
+                parents: list[Parser] | None = None) -> Parser:
         sub: Parser = commands.add_parser(name, help=summary, description=description,
                                           parents=[shared] if parents is None else parents,
-                                          formatter_class=argparse.RawDescriptionHelpFormatter)
+                                          formatter_class=Formatter)
         sub.set_defaults(handler=handler)
         return sub
 
@@ -88,9 +123,10 @@ def build_parser() -> Parser:
     p = command(
         "append", "_commands:append", "append one event, or a batch read from stdin",
         "Append one event to STREAM and print its id (with --json, the whole event).\n\n"
-        "With TYPE '-', read JSON objects from stdin, one per line (each with a \"type\"), and append them\n"
-        "as ONE batch: one lock, one write, one fsync; one bad line refuses the whole batch. Blank lines\n"
-        "are skipped. --actor, --visibility and --interaction then fill in for lines that lack them.")
+        "With TYPE '-', read JSON objects from stdin, one per line (each with a\n"
+        "\"type\"), and append them as ONE batch: one lock, one write, one fsync.\n"
+        "One bad line refuses the whole batch; blank lines are skipped. --actor,\n"
+        "--visibility and --interaction then fill in for lines that lack them.")
     p.add_argument("stream", metavar="STREAM", help="the stream to append to, e.g. conv-7 or ledger/alice")
     p.add_argument("type", metavar="TYPE",
                    help="the event's type, e.g. question; '-' reads a batch of events from stdin")
@@ -104,8 +140,9 @@ def build_parser() -> Parser:
 
     # --- tail -----------------------------------------------------------------------------------------
     p = command("tail", "_commands:tail", "show the newest events of a stream, optionally following it",
-                "Print the newest N events of STREAM, oldest first. With --follow, keep printing new\n"
-                "events as other processes append them (across rotations) until Ctrl-C.")
+                "Print the newest N events of STREAM, oldest first. With --follow, keep\n"
+                "printing new events as other processes append them (across rotations)\n"
+                "until Ctrl-C.")
     p.add_argument("stream", metavar="STREAM", help="the stream to show")
     p.add_argument("-n", "--lines", dest="limit", metavar="N", type=_non_negative, default=20,
                    help="how many of the newest events to show first (default: 20)")
@@ -114,9 +151,9 @@ def build_parser() -> Parser:
 
     # --- query ----------------------------------------------------------------------------------------
     p = command("query", "_commands:query", "find events across streams by type, time, actor, visibility",
-                "Print the events that match every filter given, merged across streams in time order.\n"
-                "Repeat --stream or --type to match any of several. Timestamps are RFC 3339; one without\n"
-                "an offset is taken as UTC.")
+                "Print the events that match every filter given, merged across streams in\n"
+                "time order. Repeat --stream or --type to match any of several. Timestamps\n"
+                "are RFC 3339; one without an offset is taken as UTC.")
     p.add_argument("--stream", dest="streams", metavar="S", action="append",
                    help="only this stream (repeatable; default: every stream)")
     p.add_argument("--type", dest="types", metavar="T", action="append",
@@ -128,25 +165,27 @@ def build_parser() -> Parser:
 
     # --- streams --------------------------------------------------------------------------------------
     command("streams", "_commands:streams", "list streams with their size and last event time",
-            "List every stream: name, events, bytes on disk, segments and the ts of its last event.\n"
-            "A table for people; JSON Lines with --json.")
+            "List every stream: name, events, bytes on disk, segments and the ts of its\n"
+            "last event. A table for people; JSON Lines with --json.")
 
     # --- verify ---------------------------------------------------------------------------------------
     p = command("verify", "_commands:verify", "check that the log is intact (exit 1 if not)",
-                "Check every line of the given streams (default: all): strict JSON, gapless seq, ts never\n"
-                "going backwards, no torn tail. Prints one line per problem as PATH:LINE: WHAT and exits 1\n"
-                "if there is any; warnings (e.g. lines from a foreign writer) are printed but do not fail.")
+                "Check every line of the given streams (default: all): strict JSON, gapless\n"
+                "seq, ts never going backwards, no torn tail. Prints one line per problem as\n"
+                "PATH:LINE: WHAT and exits 1 if there is any. Warnings (such as lines from a\n"
+                "foreign writer) are printed too but do not fail.")
     p.add_argument("check", metavar="STREAM", nargs="*", help="a stream to check (default: every stream)")
 
     # --- stress ---------------------------------------------------------------------------------------
-    stress_shared = Parser(add_help=False)
+    stress_shared = Parser(add_help=False, formatter_class=Formatter)
     stress_shared.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
     p = command("stress", "_stress:stress", "run the multi-process append stress test and verify the result",
-                "Start PROCS real processes that each append EVENTS events with a SIZE-byte payload to one\n"
-                "stream of a fresh temporary log, each recording the ids it got acknowledged. Then check\n"
-                "that every acknowledged id is present exactly once, the count is PROCS x EVENTS, seq runs\n"
-                "1..N with no gap, payloads are intact and 'verify' is clean. Exit 0 only if all hold.\n"
-                "The temporary log is removed afterwards unless --keep; --root is not used.",
+                "Start PROCS real processes that each append EVENTS events with a SIZE-byte\n"
+                "payload to one stream of a fresh temporary log, each recording the ids it\n"
+                "was acknowledged. Then check that every acknowledged id is present exactly\n"
+                "once, the count is PROCS x EVENTS, seq runs 1..N with no gap, payloads are\n"
+                "intact and 'verify' is clean; exit 0 only if all hold. The temporary log is\n"
+                "removed afterwards unless --keep; --root is not used.",
                 parents=[stress_shared])
     p.add_argument("--procs", metavar="N", type=_positive, default=10,
                    help="number of writer processes (default: 10)")
