@@ -1,4 +1,4 @@
-"""Shared fixtures. Fault-injection helpers are prefixed ``fault_``; add other fixtures under their own names."""
+"""Shared fixtures. The fault-injection ones are prefixed ``fault_``; add others under their own names."""
 
 from __future__ import annotations
 
@@ -45,13 +45,15 @@ class FaultTmpfs:
         self.base = base
         self.mounted: list[Path] = []
 
-    def mount(self, size: str) -> Path:
-        """Mount a fresh tmpfs of ``size`` (``"1m"``) and return its directory."""
+    def mount(self, size: str, extra: str = "") -> Path:
+        """Mount a fresh tmpfs of ``size`` (``"1m"``; ``extra`` options such as ``"nr_inodes=20"``) and return
+        its directory."""
         require_privilege(os.geteuid() == 0, "mounting a tmpfs needs root")
         require_privilege(shutil.which("mount") is not None, "the mount command is not installed")
         target = self.base / f"tmpfs{len(self.mounted)}"
         target.mkdir()
-        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(target)],
+        options = ",".join(filter(None, [f"size={size}", "mode=0700", extra]))
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
                              capture_output=True, text=True)
         require_privilege(res.returncode == 0, f"cannot mount a tmpfs: {res.stderr.strip()}")
         self.mounted.append(target)

@@ -150,14 +150,14 @@ class EventLog:
     def verify(self, stream: str | Sequence[str] | None = None) -> Report:
         """Check every line of ``stream`` (or of every stream): strict JSON, gapless seq, ts order, no torn
         tail. ``report.ok`` is true when nothing is lost or damaged."""
-        names = None if stream is None else self._stream_list([stream] if isinstance(stream, str) else stream)
+        names = None if stream is None else self._stream_list(stream)
         return self.backend.verify(names)
 
-    def _stream_list(self, streams: Sequence[str] | None) -> list[str]:
+    def _stream_list(self, streams: str | Sequence[str] | None) -> list[str]:
         if streams is None:
             return self.backend.streams()
-        if isinstance(streams, str):
-            streams = [streams]
+        if isinstance(streams, str) or not isinstance(streams, (list, tuple)):
+            return [validate_stream_name(streams)]  # a single name; anything else is refused by name
         return [validate_stream_name(name) for name in streams]
 
     # --- lifecycle ------------------------------------------------------------------------------------

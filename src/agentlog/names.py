@@ -6,8 +6,10 @@ most 200 characters. Because every segment starts with a letter or digit, ``.``,
 option-like names (``-rf``) are impossible, and with no ``\\``, NUL or leading ``/`` nothing can point
 outside the root.
 
-One more form is reserved: a last segment shaped like a date (``YYYY-MM-DD``), because daily-rotated
-streams keep their segments as ``<stream>/YYYY-MM-DD.jsonl`` and such a name would collide with them.
+Two more forms are reserved so that no stream's files or directories can be mistaken for another's
+segments: a segment ending in ``.jsonl`` or ``.jsonl.<digits>`` (segment file names end that way), and a
+last segment shaped like a date (``YYYY-MM-DD``), because daily-rotated streams keep their segments as
+``<stream>/YYYY-MM-DD.jsonl``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ MAX_STREAM_NAME = 200
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _NAME = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
 DATE_SEGMENT = re.compile(r"\d{4}-\d{2}-\d{2}")
+SEGMENT_SUFFIX = re.compile(r"\.jsonl(?:\.\d+)?(?:/|$)")
 
 
 def validate_stream_name(name: Any) -> str:
@@ -34,6 +37,9 @@ def validate_stream_name(name: Any) -> str:
     if len(name) > MAX_STREAM_NAME:
         raise InvalidStreamName(f"stream name is longer than {MAX_STREAM_NAME} characters")
     if _NAME.fullmatch(name):
+        if SEGMENT_SUFFIX.search(name):
+            raise InvalidStreamName(f"stream name {name!r}: a segment ending in '.jsonl' is reserved for "
+                                    "segment files")
         if DATE_SEGMENT.fullmatch(name.rsplit("/", 1)[-1]):
             raise InvalidStreamName(f"stream name {name!r}: a last segment shaped YYYY-MM-DD is reserved "
                                     "for daily segments")

@@ -30,7 +30,12 @@ class Backend(Protocol):
     """Storage for streams. Every method is safe to call from several threads and processes at once."""
 
     def append(self, stream: str, drafts: Sequence[Draft]) -> list[Event]:
-        """Store ``drafts`` as consecutive events: gapless ``seq``, non-decreasing ``ts``, all or nothing."""
+        """Store ``drafts`` as consecutive events: gapless ``seq``, non-decreasing ``ts``.
+
+        A batch is all or nothing for every error the call can report (refusal, disk full, short write):
+        nothing of it stays. A process killed in the middle of writing a large batch can leave a prefix
+        of whole records, none of them acknowledged; never a partial record.
+        """
         ...
 
     def read(self, stream: str, after: int = 0) -> Iterator[Event]:

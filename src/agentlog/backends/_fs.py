@@ -18,6 +18,7 @@ import base64
 import errno
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,8 +30,10 @@ from ..errors import LockTimeout, StorageError
 from ..event import now_ts
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-APPEND_FLAGS = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO planted at a log path must not block the open; _regular() then refuses it. It has no
+# effect on regular files.
+APPEND_FLAGS = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _SYMLINK_ERRNOS = (errno.ELOOP, errno.ENOTDIR)
 
 
@@ -44,10 +47,15 @@ def storage_error(exc: OSError, what: str, path: str) -> StorageError:
 def open_root(root: str, *, create: bool, dir_mode: int) -> int | None:
     """A descriptor for the root directory, or ``None`` when it does not exist and ``create`` is false."""
     try:
-        if create:
+        created = False
+        if create and not os.path.isdir(root):
             # The root's own path is the caller's choice, so symlinks above and at it are followed.
             os.makedirs(root, mode=dir_mode, exist_ok=True)
-        return os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            created = True
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if created:
+            os.fchmod(fd, dir_mode)  # exact mode, whatever the umask, as for every directory below it
+        return fd
     except FileNotFoundError:
         if create:
             raise StorageError("cannot create the log root", path=root, errno=errno.ENOENT) from None
@@ -90,29 +98,68 @@ def open_dir(parent_fd: int, parts: list[str] | tuple[str, ...], *, create: bool
 def open_append(dir_fd: int, name: str, *, create: bool, file_mode: int, display: str) -> int | None:
     """Open a log file for appending (never through a symlink); creating it fsyncs its directory."""
     try:
-        try:
-            return os.open(name, APPEND_FLAGS, dir_fd=dir_fd)
-        except FileNotFoundError:
-            if not create:
-                return None
-        try:
-            fd = os.open(name, APPEND_FLAGS | os.O_CREAT | os.O_EXCL, file_mode, dir_fd=dir_fd)
-        except FileExistsError:
-            return os.open(name, APPEND_FLAGS, dir_fd=dir_fd)
-        os.fchmod(fd, file_mode)
-        os.fsync(dir_fd)
-        return fd
+        for _attempt in range(100):
+            try:
+                return _regular(os.open(name, APPEND_FLAGS, dir_fd=dir_fd), display)
+            except FileNotFoundError:
+                if not create:
+                    return None
+            fd = _create(dir_fd, name, file_mode)
+            if fd is not None:
+                return fd
+            # Someone else created it first, and it may already have been rotated away again: look again.
+        raise StorageError("the file keeps disappearing while being opened", path=display)
     except OSError as exc:
+        if isinstance(exc, StorageError):
+            raise
         raise storage_error(exc, "cannot open log file", display) from None
+
+
+def _create(dir_fd: int, name: str, file_mode: int) -> int | None:
+    """Create ``name`` with exactly ``file_mode``; ``None`` if another process created it first.
+
+    The umask may strip bits from the mode given to ``open``, so the mode is set with ``fchmod``. Doing that
+    after the file is visible would race: another writer could fill and seal it (clear its write bits, under
+    its lock) before our ``fchmod`` made it writable again. So the file is made under a private name, given
+    its mode, then linked into place; ``link`` fails if someone else's file got there first.
+    """
+    tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    fd = os.open(tmp, APPEND_FLAGS | os.O_CREAT | os.O_EXCL, file_mode, dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, file_mode)
+        try:
+            os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+        except FileExistsError:
+            return None
+        os.fsync(dir_fd)
+        result, fd = fd, -1
+        return result
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
 
 
 def open_read(dir_fd: int, name: str, display: str) -> int | None:
     try:
-        return os.open(name, READ_FLAGS, dir_fd=dir_fd)
+        return _regular(os.open(name, READ_FLAGS, dir_fd=dir_fd), display)
     except FileNotFoundError:
         return None
     except OSError as exc:
+        if isinstance(exc, StorageError):
+            raise
         raise storage_error(exc, "cannot open log file", display) from None
+
+
+def _regular(fd: int, display: str) -> int:
+    """Refuse a FIFO, device or directory planted where a log file belongs (a FIFO would swallow events)."""
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return fd
+    os.close(fd)
+    raise StorageError("not a regular file", path=display)
 
 
 def lock(fd: int, *, timeout: float, display: str, shared: bool = False) -> None:

@@ -36,12 +36,23 @@ def verify(backend: FileBackend, streams: Sequence[str] | None) -> Report:
 
 
 def _verify_stream(backend: FileBackend, stream: str, report: Report) -> None:
+    for _attempt in range(10):
+        attempt = Report()
+        if _verify_listing(backend, stream, attempt):
+            break
+        # The active segment was rotated between listing and opening: checking what we opened would skip
+        # its events and report a false gap, so list again and start over.
+    report.merge(attempt)
+
+
+def _verify_listing(backend: FileBackend, stream: str, report: Report) -> bool:
+    """Check one listing of the stream; False when a segment moved while we read (caller retries)."""
     listing = backend.listing(stream)
     if listing is None:
         report.problems.append(Problem(backend.segment_path(stream, stream.rsplit("/", 1)[-1] + ".jsonl"), 0,
                                        f"no such stream: {stream}"))
         report.counts[stream] = 0
-        return
+        return True
     dir_fd, segments = listing
     state: dict[str, Any] = {"seq": 0, "ts": None, "count": 0}
     try:
@@ -49,14 +60,17 @@ def _verify_stream(backend: FileBackend, stream: str, report: Report) -> None:
             path = backend.segment_path(stream, seg.name)
             fd = fs.open_read(dir_fd, seg.name, path)
             if fd is None:
-                continue  # rotated away while we listed; its events are in the next name
+                return False
             try:
+                if os.fstat(fd).st_ino != seg.ino:
+                    return False
                 _verify_segment(backend, stream, fd, path, index == len(segments) - 1, state, report)
             finally:
                 os.close(fd)
     finally:
         os.close(dir_fd)
     report.counts[stream] = state["count"]
+    return True
 
 
 def _verify_segment(backend: FileBackend, stream: str, fd: int, path: str, last: bool,
