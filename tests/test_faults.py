@@ -336,6 +336,28 @@ def test_a_batch_on_a_full_disk_is_all_or_nothing(tmp_path: Path, fault_tmpfs: F
     log.close()
 
 
+def test_a_batch_refused_for_a_full_disk_is_never_seen_by_a_follower(
+        tmp_path: Path, fault_tmpfs: FaultTmpfs) -> None:
+    """Space for a batch is reserved before writing, so a follower never yields events of a batch that a full
+    disk refused (and then rolled back) and still yields the real events that come after."""
+    mnt = fault_tmpfs.mount("1m")
+    log = agentlog.open_log(mnt / "root")
+    log.append("s", "small")
+    seen: list[str] = []
+    follower = threading.Thread(target=lambda: seen.extend(
+        e.type for e in agentlog.open_log(mnt / "root").follow("s", timeout=1.5, poll=0.001)))
+    follower.start()
+    big = [{"type": "phantom", "data": {"k": k, "pad": "z" * 1000}} for k in range(1500)]
+    for _ in range(20):
+        with pytest.raises(StorageError) as info:
+            log.append_many("s", big)
+        assert info.value.errno == errno.ENOSPC
+    log.append_many("s", [{"type": "real"}, {"type": "real"}])
+    follower.join(10)
+    assert seen == ["small", "real", "real"]
+    log.close()
+
+
 def test_safe_log_event_on_a_full_disk_raises_and_keeps_earlier_lines(
         tmp_path: Path, fault_tmpfs: FaultTmpfs) -> None:
     """``safe_log_event`` on a full disk raises StorageError with ENOSPC and the path, and the file keeps

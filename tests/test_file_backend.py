@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import stat
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ def test_a_stream_is_plain_jsonl(tmp_path: Path) -> None:
 
 
 def test_size_rotation_seals_segments_in_order(tmp_path: Path) -> None:
-    """Passing segment_bytes seals the active file as <stream>.jsonl.NNNNNN, read-only, and reads span all."""
+    """Passing segment_bytes seals the active file as <stream>.jsonl.NNNNNN, and reads span all segments."""
     log = open_log(tmp_path, segment_bytes=600)
     for i in range(20):
         log.append("s", "t", data={"i": i, "pad": "x" * 100})
@@ -36,7 +35,6 @@ def test_size_rotation_seals_segments_in_order(tmp_path: Path) -> None:
     sealed = sorted(p.name for p in logs.iterdir() if p.name != "s.jsonl")
     assert len(sealed) >= 3 and sealed[0] == "s.jsonl.000001"
     for name in sealed:
-        assert stat.S_IMODE((logs / name).stat().st_mode) & 0o222 == 0
         assert (logs / name).stat().st_size <= 600
     assert [e.data["i"] for e in log.read("s")] == list(range(20))
     assert [e.seq for e in log.read("s", after=17)] == [18, 19, 20]
@@ -66,7 +64,6 @@ def test_daily_rotation_starts_a_new_date_file(tmp_path: Path) -> None:
     today = ev.ts[:10] + ".jsonl"
     assert ev.seq == 2
     assert sorted(p.name for p in day_dir.iterdir()) == ["2020-01-01.jsonl", today]
-    assert stat.S_IMODE((day_dir / "2020-01-01.jsonl").stat().st_mode) & 0o222 == 0
     assert [e.seq for e in log.read("ledger/andy")] == [1, 2]
     assert log.streams() == ["ledger/andy"]
 
@@ -92,23 +89,11 @@ def test_ts_never_decreases_when_the_clock_is_behind_the_log(tmp_path: Path) -> 
     assert log2.verify().ok
 
 
-def test_interrupted_rotation_is_finished_by_the_next_writer(tmp_path: Path) -> None:
-    """A sealed file left at the active path (a crash mid-rotation) is moved aside and writing goes on."""
-    log = open_log(tmp_path)
-    log.append("s", "t")
-    active = tmp_path / "logs" / "s.jsonl"
-    os.chmod(active, 0o400)  # what a rotation does first, before renaming
-    assert log.append("s", "t").seq == 2
-    assert (tmp_path / "logs" / "s.jsonl.000001").exists()
-    assert [e.seq for e in open_log(tmp_path).read("s")] == [1, 2]
-
-
 def test_rotation_interrupted_after_rename_is_recovered(tmp_path: Path) -> None:
     """With the active file renamed but not recreated, the next append creates it and continues seq."""
     log = open_log(tmp_path)
     log.append("s", "t")
     logs = tmp_path / "logs"
-    os.chmod(logs / "s.jsonl", 0o400)
     os.rename(logs / "s.jsonl", logs / "s.jsonl.000001")
     fresh = open_log(tmp_path)
     assert fresh.append("s", "t").seq == 2

@@ -284,17 +284,18 @@ def test_file_and_directory_modes_are_configurable(tmp_path: Path, umask: Callab
     assert oct(_mode(root / "logs" / "team" / "a.jsonl")) == oct(0o640)
 
 
-def test_a_sealed_segment_is_read_only_and_never_changes(tmp_path: Path) -> None:
-    """Rotation drops every write bit from the sealed segment, and later appends leave its bytes alone."""
+def test_a_sealed_segment_keeps_its_mode_and_never_changes(tmp_path: Path) -> None:
+    """Rotation keeps the configured mode on the sealed segment (no chmod, so writers who do not own the
+    file can rotate too), and later appends leave its bytes alone."""
     log = agentlog.open_log(tmp_path, segment_bytes=1000, file_mode=0o640)
     for i in range(6):
         log.append("s", "e", data={"i": i, "pad": "x" * 300})
     sealed = tmp_path / "logs" / "s.jsonl.000001"
-    assert _mode(sealed) == 0o440
+    assert _mode(sealed) == 0o640
     assert _mode(tmp_path / "logs" / "s.jsonl") == 0o640
     digest = hashlib.sha256(sealed.read_bytes()).hexdigest()
     for i in range(6):
         log.append("s", "e", data={"i": i, "pad": "y" * 300})
     assert hashlib.sha256(sealed.read_bytes()).hexdigest() == digest
-    assert _mode(sealed) == 0o440
+    assert _mode(sealed) == 0o640
     assert log.verify().ok

@@ -108,7 +108,8 @@ def safe_log_event(event_data: Mapping[str, Any], log_path: str | os.PathLike[st
                 size = os.fstat(fd).st_size
                 if size and fs.last_byte(fd, size) != b"\n":
                     size = fs.repair_torn_tail(fd, size, source=path,
-                                               quarantine=(dir_fd, name + ".quarantine.jsonl"),
+                                               quarantine=(dir_fd, name + ".quarantine.jsonl",
+                                                           path + ".quarantine.jsonl"),
                                                file_mode=file_mode, timeout=lock_timeout)
                 fs.write_all(fd, line, size, path)
             if fsync:

@@ -224,6 +224,44 @@ def write_all(fd: int, data: bytes, size: int, display: str) -> None:
         raise StorageError.from_oserror(exc, "write failed; nothing was appended", display) from None
 
 
+def reserve(fd: int, offset: int, length: int, display: str) -> None:
+    """Allocate ``length`` bytes at ``offset`` without changing the file size (``FALLOC_FL_KEEP_SIZE``).
+
+    Not ``os.posix_fallocate``: it extends the size, and the next ``O_APPEND`` write would land after the
+    reserved zeros. A file system that cannot preallocate is simply written to.
+    """
+    fallocate = _fallocate()
+    if fallocate is None:
+        return
+    if fallocate(fd, 1, offset, length) == 0:  # 1 = FALLOC_FL_KEEP_SIZE
+        return
+    import ctypes
+
+    err = ctypes.get_errno()
+    if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+        return
+    raise StorageError("cannot reserve space; nothing was appended", path=display, errno=err)
+
+
+_FALLOCATE: list[Any] = []
+
+
+def _fallocate() -> Any:
+    # ctypes costs a few milliseconds to import, so only batch writers, which are long-lived, pay for it.
+    if not _FALLOCATE:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            fn = libc.fallocate
+            fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+            fn.restype = ctypes.c_int
+            _FALLOCATE.append(fn)
+        except (OSError, AttributeError):
+            _FALLOCATE.append(None)
+    return _FALLOCATE[0]
+
+
 def rollback(fd: int, size: int) -> None:
     try:
         os.ftruncate(fd, size)
@@ -258,7 +296,7 @@ def find_last_newline(fd: int, size: int) -> int:
     return 0
 
 
-def repair_torn_tail(fd: int, size: int, *, source: str, quarantine: tuple[int, str], file_mode: int,
+def repair_torn_tail(fd: int, size: int, *, source: str, quarantine: tuple[int, str, str], file_mode: int,
                      timeout: float, extra: dict[str, Any] | None = None) -> int:
     """Move the bytes after the last newline to quarantine and truncate them; return the new size.
 
@@ -269,7 +307,8 @@ def repair_torn_tail(fd: int, size: int, *, source: str, quarantine: tuple[int, 
     fragment = os.pread(fd, size - keep, keep)
     record = {"ts": now_ts(), "reason": "torn tail", "source": source, "offset": keep, "size": len(fragment),
               "fragment_b64": base64.b64encode(fragment).decode(), **(extra or {})}
-    append_quarantine(quarantine[0], quarantine[1], record, file_mode=file_mode, timeout=timeout)
+    qdir, qname, qdisplay = quarantine
+    append_quarantine(qdir, qname, record, file_mode=file_mode, timeout=timeout, display=qdisplay)
     try:
         os.ftruncate(fd, keep)
         os.fsync(fd)
@@ -279,9 +318,9 @@ def repair_torn_tail(fd: int, size: int, *, source: str, quarantine: tuple[int, 
 
 
 def append_quarantine(dir_fd: int, name: str, record: dict[str, Any], *, file_mode: int,
-                      timeout: float) -> None:
+                      timeout: float, display: str | None = None) -> None:
     """Append one record to a quarantine file and fsync it before the caller destroys the original."""
-    display = name
+    display = display or name
     fd = open_append(dir_fd, name, create=True, file_mode=file_mode, display=display)
     assert fd is not None
     try:

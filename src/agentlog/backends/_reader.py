@@ -7,6 +7,7 @@ gapless and file order stays seq order.
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..event import Event, comparable_ts
 from ._fs import find_last_newline, open_read
 from ._scan import lines_backward, lines_forward, parse_line
-from ._segments import Segment, is_sealed
+from ._segments import Segment
 
 if TYPE_CHECKING:
     from .file import FileBackend
@@ -35,30 +36,23 @@ def scan_last(fd: int, end: int) -> tuple[int | None, int, str | None]:
     in the file has a ``seq``, and then the count is of every event line in the file.
     """
     count = 0
-    newest_ts: str | None = None
     for _start, raw in lines_backward(fd, end):
         rec, _why = parse_line(raw)
         if rec is None:
             continue
-        if newest_ts is None:
-            newest_ts = _record_ts(rec)
         seq = rec.get("seq")
         if type(seq) is int:
-            return seq + count, count, newest_ts
+            # Only agentlog's own ts bounds the next one: another writer's clock (a "ts" or "timestamp" on a
+            # line without seq and id) must not drag the stream's time forward.
+            ts = rec.get("ts")
+            own = isinstance(ts, str) and isinstance(rec.get("id"), str)
+            return seq + count, count, comparable_ts(ts) if own else None  # type: ignore[arg-type]
         count += 1
-    return None, count, newest_ts
-
-
-def _record_ts(rec: dict[str, Any]) -> str | None:
-    # Only agentlog's own "ts" bounds the next ts: a foreign writer's "timestamp" runs on its own clock.
-    value = rec.get("ts")
-    if not isinstance(value, str):
-        return None
-    return comparable_ts(value)
+    return None, count, None
 
 
 class Cursor:
-    """Reads one stream forwards from ``after``; moves to the next segment when the current one is sealed."""
+    """Reads one stream forwards from ``after``; moves on when a later segment exists."""
 
     def __init__(self, backend: FileBackend, stream: str, after: int) -> None:
         self.backend = backend
@@ -94,19 +88,21 @@ class Cursor:
                 for event in self._pump():
                     got = True
                     yield event
-                assert self.fd is not None
-                st = os.fstat(self.fd)
-                if is_sealed(st.st_mode) or st.st_nlink == 0:
-                    # Sealing happens under the lock after the last write: one more drain reads everything.
+                successor = self._successor()
+                if successor is not None:
+                    # A later segment exists, so every write to ours happened before it was created (both
+                    # under our file's lock): one more drain reads everything, then move on.
                     for event in self._pump():
                         got = True
                         yield event
-                    if self._next_segment():
-                        continue
+                    self._switch(*successor)
+                    continue
+                if not follow:
+                    return
                 if got:
                     last_activity = time.monotonic()
                     continue
-                if not follow or _expired(last_activity, timeout):
+                if _expired(last_activity, timeout):
                     return
                 time.sleep(poll)
         finally:
@@ -114,6 +110,9 @@ class Cursor:
 
     def _pump(self) -> Iterator[Event]:
         assert self.fd is not None
+        size = os.fstat(self.fd).st_size
+        if size < self.offset:
+            self._rewind(size)
         for start, raw in lines_forward(self.fd, self.offset):
             self.offset = start + len(raw) + 1
             self.line_no += 1
@@ -127,6 +126,18 @@ class Cursor:
             self.prev_seq = seq
             if seq > self.after:
                 yield Event.from_record(rec, stream=self.stream, seq=seq)
+
+    def _rewind(self, size: int) -> None:
+        """The file shrank under us: a writer rolled back a write we may have read part of (a short write;
+        a full disk on a batch is caught before writing). Step back to the last whole line and let seqs
+        above it be yielded again, so the records that really land are not skipped."""
+        assert self.fd is not None
+        self.offset = find_last_newline(self.fd, size)
+        last, _count, _ts = scan_last(self.fd, self.offset)
+        if last is not None:
+            self.prev_seq = last
+            self.after = min(self.after, last)
+        self.line_no = sum(1 for _ in lines_forward(self.fd, 0, self.offset))
 
     def _open_first(self) -> bool:
         """Open the first segment that can hold ``seq > after``, skipping sealed ones wholly before it."""
@@ -155,7 +166,7 @@ class Cursor:
             if st.st_ino != seg.ino:
                 os.close(fd)
                 return None
-            if index < len(segments) - 1 and is_sealed(st.st_mode):
+            if index < len(segments) - 1:  # not the last, so complete
                 last, _count, _ts = scan_last(fd, find_last_newline(fd, st.st_size))
                 if last is not None and last <= self.after:
                     prev = last
@@ -172,36 +183,38 @@ class Cursor:
         self.offset = self.line_no = 0
         self.prev_seq = prev_seq
 
-    def _next_segment(self) -> bool:
-        """Move to the segment after the current one; False when it does not exist yet."""
+    def _successor(self) -> tuple[int, Segment, int] | None:
+        """``(dir_fd, segment, fd)`` of the segment after ours, opened, or ``None`` while ours is the last."""
         listing = self.backend.listing(self.stream)
         if listing is None:
-            return False
+            return None
         dir_fd, segments = listing
         position = next((i for i, seg in enumerate(segments) if seg.ino == self.ino), None)
         if position is None:
-            # Our file was removed from under us: resume after the last seq we saw.
             os.close(dir_fd)
-            self.after = max(self.after, self.prev_seq)
-            assert self.fd is not None
-            os.close(self.fd)
-            self.fd = None
-            return self._open_first()
+            if self.fd is not None and os.fstat(self.fd).st_nlink == 0:
+                # Our file was deleted from under us: resume after the last seq we saw.
+                self.after = max(self.after, self.prev_seq)
+                os.close(self.fd)
+                self.fd = None
+            return None
         if position + 1 >= len(segments):
             os.close(dir_fd)
-            return False
+            return None
         seg = segments[position + 1]
         fd = open_read(dir_fd, seg.name, self.backend.segment_path(self.stream, seg.name))
         if fd is None or os.fstat(fd).st_ino != seg.ino:
             if fd is not None:
                 os.close(fd)
             os.close(dir_fd)
-            return False  # it is moving; the caller tries again
+            return None  # it is moving; the caller looks again
+        return dir_fd, seg, fd
+
+    def _switch(self, dir_fd: int, seg: Segment, fd: int) -> None:
         if self.dir_fd is not None:
             os.close(self.dir_fd)
         self.dir_fd = dir_fd
         self._use(fd, seg, self.prev_seq)
-        return True
 
 
 def _expired(since: float, timeout: float | None) -> bool:
@@ -218,19 +231,26 @@ def tail(backend: FileBackend, stream: str, limit: int) -> list[Event]:
             return []
         dir_fd, segments = listing
         try:
-            records = _collect_backwards(backend, stream, dir_fd, segments, limit)
+            found = _collect_backwards(backend, stream, dir_fd, segments, limit)
         finally:
             os.close(dir_fd)
-        if records is not None:
-            return _number(records, limit, stream, backend)
-    return list(Cursor(backend, stream, 0).events(follow=False))[-limit:]
+        if found is not None:
+            return _number(*found, backend=backend, stream=stream, limit=limit)
+    return _tail_forward(backend, stream, limit)
+
+
+def _tail_forward(backend: FileBackend, stream: str, limit: int) -> list[Event]:
+    """The slow path (a stream no line of which has a seq, or endless rotation races): bounded memory."""
+    return list(collections.deque(Cursor(backend, stream, 0).events(follow=False), maxlen=limit))
 
 
 def _collect_backwards(backend: FileBackend, stream: str, dir_fd: int, segments: list[Segment],
-                       limit: int) -> list[dict[str, Any]] | None:
-    """Records newest first until ``limit`` are found and one of them carries a ``seq``."""
+                       limit: int) -> tuple[list[dict[str, Any]], tuple[int, int] | None] | None:
+    """The newest ``limit`` records (newest first) and, when none of them has a ``seq``, an anchor
+    ``(position, seq)`` of the nearest older line that does; ``None`` if a segment moved meanwhile."""
     records: list[dict[str, Any]] = []
     have_seq = False
+    position = 0
     for seg in reversed(segments):
         display = backend.segment_path(stream, seg.name)
         fd = open_read(dir_fd, seg.name, display)
@@ -245,28 +265,34 @@ def _collect_backwards(backend: FileBackend, stream: str, dir_fd: int, segments:
                 if rec is None:
                     warn(f"{display}: skipping malformed line at byte {start}: {why}")
                     continue
-                records.append(rec)
-                have_seq = have_seq or type(rec.get("seq")) is int
-                if len(records) >= limit and have_seq:
-                    return records
+                seq = rec.get("seq")
+                if position < limit:
+                    records.append(rec)
+                    have_seq = have_seq or type(seq) is int
+                elif type(seq) is int:
+                    return records, (position, seq)  # only counted: memory stays bounded by `limit`
+                position += 1
+                if position >= limit and have_seq:
+                    return records, None
         finally:
             os.close(fd)
-    return records
+    return records, None
 
 
-def _number(records: list[dict[str, Any]], limit: int, stream: str, backend: FileBackend) -> list[Event]:
+def _number(records: list[dict[str, Any]], anchor: tuple[int, int] | None, *, backend: FileBackend,
+            stream: str, limit: int) -> list[Event]:
     """Give seq-less records (newest first) the numbers a forward read would infer."""
-    known = next((i for i, rec in enumerate(records) if type(rec.get("seq")) is int), None)
+    known = next(((i, rec["seq"]) for i, rec in enumerate(records) if type(rec.get("seq")) is int), anchor)
     if known is None:
         # Nothing numbered at all (a stream only shell writers wrote): count from the start.
-        return list(Cursor(backend, stream, 0).events(follow=False))[-limit:]
+        return _tail_forward(backend, stream, limit)
+    index, base = known
     seqs: list[int] = []
-    base = records[known]["seq"]
-    for i in range(known):
-        seqs.append(base + (known - i))
-    for i in range(known, len(records)):
+    for i in range(len(records)):
         seq = records[i].get("seq")
-        seqs.append(seq if type(seq) is int else seqs[-1] - 1)
-    events = [Event.from_record(records[i], stream=stream, seq=seqs[i]) for i in range(min(limit, len(records)))]
+        if i <= index or type(seq) is not int:
+            seq = base + (index - i) if i <= index else seqs[-1] - 1
+        seqs.append(seq)
+    events = [Event.from_record(records[i], stream=stream, seq=seqs[i]) for i in range(len(records))]
     events.reverse()
     return events

@@ -69,9 +69,20 @@ def lines_backward(fd: int, end: int, chunk: int = BACK_CHUNK) -> Iterator[tuple
         return
     pos = end - 1  # the final newline; invariant: the byte at pos + len(carry) is a newline
     carry = b""
+    pending: list[bytes] = []  # chunks of one long line, newest first, joined once its start is found
     while True:
         start = max(0, pos - chunk)
-        data = os.pread(fd, pos - start, start) + carry
+        data = os.pread(fd, pos - start, start)
+        if start > 0 and b"\n" not in data:
+            # Inside a line longer than a chunk: gather, and copy once, so a 16 MiB line costs O(size).
+            pending.append(data)
+            pos = start
+            continue
+        if pending:
+            pending.reverse()
+            carry = b"".join(pending) + carry
+            pending = []
+        data += carry
         parts = data.split(b"\n")
         offsets = [start]
         for part in parts[:-1]:

@@ -10,9 +10,10 @@ Two layouts, fixed when a stream is created:
     ``ledger/<agent>/YYYY-MM-DD.jsonl``); a day that passes ``segment_bytes`` is sealed into pieces the same
     way, ``YYYY-MM-DD.jsonl.000001``.
 
-A sealed segment loses its write permission bits while the lock is held. That bit, on the inode itself, is
-how a writer that waited for the lock (or a follower at end of file) learns that the file it holds is
-finished and it must move on, even when the file kept its name.
+A segment is finished once a later one exists: the later one is created under the earlier one's lock,
+after its last write. A writer that waited for the lock learns it must move on from the inode now at the
+active path (size) or from a newer date in the directory (daily); a follower at end of file, from the
+listing.
 """
 
 from __future__ import annotations
@@ -45,10 +46,6 @@ def daily_dir(stream: str) -> list[str]:
 
 def base_name(stream: str) -> str:
     return stream.rsplit("/", 1)[-1] + ".jsonl"
-
-
-def is_sealed(mode: int) -> bool:
-    return not mode & 0o200
 
 
 def piece_name(name: str, number: int) -> str:

@@ -16,7 +16,6 @@ from ..event import parse_ts
 from ..report import Problem, Report
 from . import _fs as fs
 from ._scan import lines_forward, parse_line
-from ._segments import is_sealed
 
 if TYPE_CHECKING:
     from .file import FileBackend
@@ -77,7 +76,7 @@ def _verify_segment(backend: FileBackend, stream: str, fd: int, path: str, last:
                     state: dict[str, Any], report: Report) -> None:
     st = os.fstat(fd)
     end = fs.find_last_newline(fd, st.st_size)
-    if end < st.st_size and _still_torn(backend, fd, last and not is_sealed(st.st_mode), path):
+    if end < st.st_size and _still_torn(backend, fd, last, path):
         report.problems.append(Problem(path, 0, f"torn tail: {st.st_size - end} bytes after the last newline "
                                                 "(a writer died mid-record; the next append quarantines it)"))
     problems = report.problems

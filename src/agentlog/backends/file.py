@@ -3,7 +3,7 @@
 The write path for one append (or one batch), all under the stream file's own ``flock``:
 
 1. open ``O_APPEND | O_NOFOLLOW`` (cached per stream) and take the lock, with a deadline;
-2. if the file was rotated or sealed while we waited (inode or mode changed), reopen and start over;
+2. if the file was rotated while we waited (another inode at the path, or a newer daily file), reopen;
 3. if the file does not end in ``\\n``, a writer died mid-record: quarantine the fragment and truncate it;
 4. read the last ``seq`` and ``ts`` (cached per inode and size), rotate if the segment is full or the day
    changed, assign ``seq`` and ``ts``, and ``write()`` the whole batch once, rolling back a short write;
@@ -33,7 +33,6 @@ from ._segments import (
     active_of,
     base_name,
     daily_dir,
-    is_sealed,
     list_daily,
     list_size,
     next_piece,
@@ -185,8 +184,6 @@ class FileBackend:
             try:
                 st = os.fstat(fd)
                 action = self._check_current(w, st)
-                if action == "sealed-here":
-                    self._seal(w, stream, fd, st, None)  # a rotation died half-way: finish it
                 if action:
                     continue
                 size = st.st_size
@@ -197,14 +194,18 @@ class FileBackend:
                 if last_ts is not None and ts < last_ts:
                     ts = last_ts  # the wall clock stepped back: ts never decreases within a stream
                 if w.layout == DAILY and ts[:10] > w.name[:10]:
-                    self._seal(w, stream, fd, st, f"{ts[:10]}.jsonl")
+                    self._seal(w, stream, fd, f"{ts[:10]}.jsonl")
                     action = "rotated"
                     continue
                 data = b"".join([d.line(last_seq + 1 + i, ts) for i, d in enumerate(drafts)])
                 if size and size + len(data) > self.segment_bytes:
-                    self._seal(w, stream, fd, st, None)
+                    self._seal(w, stream, fd, None)
                     action = "rotated"
                     continue
+                if len(drafts) > 1:
+                    # A batch that hits a full disk could land as a prefix of whole records that a reader
+                    # sees before the rollback: reserve the space first, so ENOSPC comes before any byte.
+                    fs.reserve(fd, size, len(data), display)
                 fs.write_all(fd, data, size, display)
                 n = len(drafts)
                 w.cache = (st.st_ino, size + len(data), last_seq + n, ts)
@@ -226,10 +227,10 @@ class FileBackend:
             return "moved"
         if (at_path.st_ino, at_path.st_dev) != (st.st_ino, st.st_dev):
             return "moved"
-        if is_sealed(st.st_mode):
-            if w.layout == DAILY and active_of(list_daily(w.dir_fd)) != w.name:
-                return "moved"
-            return "sealed-here"
+        # A daily segment keeps its name when the next day's file starts, so ask the directory. Ledgers
+        # append at human rates, and a listing is exact where a directory's coarse mtime would not be.
+        if w.layout == DAILY and active_of(list_daily(w.dir_fd)) != w.name:
+            return "moved"
         return ""
 
     def _active_fd(self, w: _Writer, stream: str) -> int:
@@ -284,17 +285,21 @@ class FileBackend:
             os.close(sfd)
         w.layout, w.dir_fd = DAILY, self._dir(daily_dir(stream), create=True)
 
-    def _seal(self, w: _Writer, stream: str, fd: int, st: os.stat_result, next_name: str | None) -> None:
-        """Close the current segment for writing and start the next, under the current segment's lock.
+    def _seal(self, w: _Writer, stream: str, fd: int, next_name: str | None) -> None:
+        """Finish the current segment and start the next, under the current segment's lock.
 
-        Order matters for crash recovery: the mode bit goes first (readers and waiting writers see
-        "sealed"), then the rename, then the new file. A writer finding a sealed file still at the active
-        path finishes the job (``sealed-here``); one finding no file at the active path creates it.
+        Size rotation renames the active file to the next piece, then creates a new one; a day change just
+        creates the next date's file. Either way a writer that waited for the old file's lock sees that it
+        is no longer the active segment (another inode at the path, or a newer date in the directory) and
+        moves on, and a crash between the steps leaves no active file, which the next writer creates.
+        Nothing depends on permission bits, so writers that do not own the files rotate too.
         """
         assert w.dir_fd is not None
         display = os.path.join(self._stream_dir_display(stream, w), w.name)
+        if self.durability == "fsync":
+            # The next segment's first event must not be durable while this segment's last one is not.
+            fs.sync(fd, display)
         try:
-            os.fchmod(fd, st.st_mode & 0o777 & ~0o222)
             if next_name is None or next_name == w.name:
                 segments = list_daily(w.dir_fd) if w.layout == DAILY else list_size(w.dir_fd, w.name)
                 sealed = piece_name(w.name, next_piece(segments, w.name))
@@ -314,7 +319,8 @@ class FileBackend:
         qdir = self._dir(["quarantine", *parts[:-1]], create=True)
         assert qdir is not None
         try:
-            return fs.repair_torn_tail(fd, size, source=display, quarantine=(qdir, parts[-1] + ".jsonl"),
+            return fs.repair_torn_tail(fd, size, source=display, quarantine=(qdir, parts[-1] + ".jsonl",
+                                                   os.path.join(self.root, "quarantine", stream + ".jsonl")),
                                        file_mode=self.file_mode, timeout=self.lock_timeout,
                                        extra={"stream": stream})
         finally:
