@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from ..errors import LockTimeout, StorageError
 from ..event import Draft, Event, format_ts
@@ -117,7 +117,9 @@ class FileBackend:
         if self._closed:
             raise StorageError("the log is closed", path=self.root)
         if self._root_fd is None:
-            self._root_fd = fs.open_root(self.root, create=create, dir_mode=self.dir_mode)
+            with self._writers_lock:  # two threads must not both open (and one leak) the root
+                if self._root_fd is None:
+                    self._root_fd = fs.open_root(self.root, create=create, dir_mode=self.dir_mode)
         return self._root_fd
 
     def _dir(self, parts: list[str], *, create: bool) -> int | None:
@@ -131,14 +133,14 @@ class FileBackend:
         """An owned descriptor of the stream's directory and its segments in read order, or ``None``."""
         dfd = self._dir(daily_dir(stream), create=False)
         if dfd is not None:
-            segments = list_daily(dfd)
+            segments = _owned_listing(dfd, list_daily)
             if segments:
                 return dfd, segments
             os.close(dfd)
         sfd = self._dir(size_dir(stream), create=False)
         if sfd is None:
             return None
-        segments = list_size(sfd, base_name(stream))
+        segments = _owned_listing(sfd, lambda fd: list_size(fd, base_name(stream)))
         if not segments:
             os.close(sfd)
             return None
@@ -439,6 +441,15 @@ class FileBackend:
             w.close()
         self._writers = {}
         self._writers_lock = threading.Lock()
+
+
+def _owned_listing(dir_fd: int, lister: Callable[[int], list[Segment]]) -> list[Segment]:
+    """``lister(dir_fd)``, closing the descriptor if listing fails (an I/O error must not leak it)."""
+    try:
+        return lister(dir_fd)
+    except OSError as exc:
+        os.close(dir_fd)
+        raise fs.storage_error(exc, "cannot list directory", "") from None
 
 
 def _walk(dir_fd: int, rel: list[str], found: set[str]) -> None:
