@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any
 
 from .backends import Backend, StreamInfo
-from .event import DEFAULT_MAX_EVENT_BYTES, Event, comparable_ts, drafts_from_dicts, make_draft, parse_ts
+from .event import DEFAULT_MAX_EVENT_BYTES, Draft, Event, comparable_ts, drafts_from_dicts, make_draft, parse_ts
 from .names import validate_stream_name
 from .report import Report
 
@@ -79,6 +79,19 @@ class EventLog:
         validate_stream_name(stream)
         drafts = drafts_from_dicts(stream, events, max_event_bytes=self.max_event_bytes)
         return self.backend.append(stream, drafts)
+
+    def append_drafts(self, stream: str, drafts: Sequence[Draft]) -> list[Event]:
+        """Append events already checked by :func:`agentlog.event.make_draft` (what writers queue), as one
+        batch."""
+        validate_stream_name(stream)
+        return self.backend.append(stream, drafts)
+
+    async def aappend(self, stream: str, type: str, *, data: dict[str, Any] | None = None,
+                      actor: str | None = None, **fields: Any) -> Event:
+        """``append`` for asyncio code: runs in a worker thread, so the event loop never blocks on fsync."""
+        import asyncio
+
+        return await asyncio.to_thread(self.append, stream, type, data=data, actor=actor, **fields)
 
     # --- reading --------------------------------------------------------------------------------------
 
