@@ -278,8 +278,11 @@ def _check_label(name: str, value: Any) -> None:
         raise InvalidEvent(f"{name} must be a string, got {_type_name(value)}")
     if len(value) > MAX_LABEL_CHARS:
         raise InvalidEvent(f"{name} is longer than {MAX_LABEL_CHARS} characters")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+    if _CONTROL.search(value):
         raise InvalidEvent(f"{name} contains a control character: {value!r}")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class _Reject(Exception):
