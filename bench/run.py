@@ -53,7 +53,7 @@ QUICK: dict[str, Any] = {
 
 def _sh(cmd: list[str]) -> str:
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
+        return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.rstrip()
     except FileNotFoundError:
         return "not installed"
 
@@ -276,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {elapsed:.0f} s)",
         info,
         "## Results\n\nMedians; `runs` is agentlog's/the peer's number of runs; ↑ higher is better, ↓ lower is "
-        "better; the ratio is always agentlog's median divided by the peer's, in the row's unit.\n\n" + table(rows),
+        "better; the ratio is always agentlog's median divided by the peer's, in the row's unit.\n\n"
+        + table(sorted(rows, key=lambda row: "abcdem".index(row.case[0]))),  # e runs before c, shown after d
         targets(results),
     ]) + "\n"
     sys.stdout.write(doc)
