@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -113,7 +113,12 @@ class EventLog:
         return self.backend.follow(stream, after, timeout, poll)
 
     def since(self, ts: str | datetime, *, streams: Sequence[str] | None = None) -> Iterator[Event]:
-        """Events with ``ts >= ts`` from every stream (or ``streams``), merged in time order."""
+        """Events with ``ts >= ts`` from every stream (or ``streams``), merged in time order.
+
+        The file backend bisects to the start instead of reading what comes before it, relying on ``ts``
+        never decreasing among agentlog's own lines. Lines of other writers after that start are all read;
+        one before it is missed only if its writer's clock stamped it later than the agentlog event written
+        after it (a clock running ahead of ours)."""
         return self.query(streams=streams, since=ts)
 
     def by_type(self, types: str | Iterable[str], *, visibility: str | None = None,
@@ -130,23 +135,39 @@ class EventLog:
         type_set = None if types is None else ({types} if isinstance(types, str) else set(types))
         lo = None if since is None else parse_ts(since)
         hi = None if until is None else parse_ts(until)
+        # A backend with `scan` applies `since` and `types` itself and can skip what cannot match (the file
+        # backend bisects and searches bytes); the other filters are applied here, to every backend alike.
+        scan: Callable[..., Iterator[Event]] | None = getattr(self.backend, "scan", None)  # see Scanner
+        pushed = scan is not None and (lo is not None or type_set is not None)
+        if pushed:
+            want_types, want_lo = None, None
+        else:
+            want_types, want_lo = type_set, lo
 
         def matches(ev: Event) -> bool:
-            if type_set is not None and ev.type not in type_set:
+            if want_types is not None and ev.type not in want_types:
                 return False
             if visibility is not None and ev.visibility != visibility:
                 return False
             if actor is not None and ev.actor != actor:
                 return False
-            if lo is not None or hi is not None:
+            if want_lo is not None or hi is not None:
                 ts = None if ev.ts is None else comparable_ts(ev.ts)
                 if ts is None:
                     return False
-                if (lo is not None and ts < lo) or (hi is not None and ts >= hi):
+                if (want_lo is not None and ts < want_lo) or (hi is not None and ts >= hi):
                     return False
             return True
 
-        per_stream = [(ev for ev in self.backend.read(name, 0) if matches(ev)) for name in names]
+        def source(name: str) -> Iterator[Event]:
+            if pushed:
+                assert scan is not None
+                return scan(name, since=lo, types=type_set)
+            return self.backend.read(name, 0)
+
+        filtered = want_types is not None or want_lo is not None or visibility is not None \
+            or actor is not None or hi is not None
+        per_stream = [(ev for ev in source(name) if matches(ev)) if filtered else source(name) for name in names]
         if len(per_stream) == 1:
             return per_stream[0]
         return heapq.merge(*per_stream, key=lambda ev: (ev.ts or "", ev.stream, ev.seq))

@@ -3,17 +3,22 @@
 A backend stores streams of events and assigns ``seq`` and ``ts``; everything else (validation, the
 envelope, queries built from ``read``) lives above it in :mod:`agentlog.log`, so a new backend (PostgreSQL,
 later) implements only this Protocol and passes the shared contract suite in :mod:`agentlog.testing`.
+
+A backend may also offer ``scan`` (:class:`Scanner`): ``read`` restricted to a time and a set of types, for
+backends that can skip what cannot match (the file backend bisects by time and searches bytes before
+parsing; PostgreSQL would use an index). ``EventLog.query`` uses it when it is there and filters ``read``
+otherwise, so it is an optimisation only: its results must equal that filter exactly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import NamedTuple, Protocol
 
 from ..event import Draft, Event
 from ..report import Report
 
-__all__ = ["Backend", "StreamInfo"]
+__all__ = ["Backend", "Scanner", "StreamInfo"]
 
 
 class StreamInfo(NamedTuple):
@@ -60,4 +65,17 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None:
+        ...
+
+
+class Scanner(Protocol):
+    """The optional fast path a :class:`Backend` may add for ``EventLog.query``."""
+
+    def scan(self, stream: str, *, since: str | None = None,
+             types: Collection[str] | None = None) -> Iterator[Event]:
+        """Exactly the events of ``read(stream, 0)`` whose ``type`` is in ``types`` and whose ``ts``, made
+        comparable (:func:`agentlog.event.comparable_ts`), is at or after ``since`` (canonical); events
+        without a usable ``ts`` are left out when ``since`` is given. ``None`` means no condition. Lines
+        skipped unparsed are not reported as malformed; ``verify`` still reports every one.
+        """
         ...

@@ -10,12 +10,15 @@ from __future__ import annotations
 import collections
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from ..event import Event, comparable_ts
 from ._fs import find_last_newline, open_read
-from ._scan import lines_backward, lines_forward, parse_line
+from ._query import Record, Start, event_from_record, find_start
+from ._scan import chunks_forward, count_newlines, lines_backward, matching_lines, parse_line
 from ._segments import Segment
 
 if TYPE_CHECKING:
@@ -29,14 +32,14 @@ def warn(message: str) -> None:
     logging.getLogger("agentlog").warning(message)
 
 
-def scan_last(fd: int, end: int) -> tuple[int | None, int, str | None]:
-    """``(last_seq, lines_without_seq_after_it, newest_ts)`` reading backwards from ``end``.
+def scan_last(fd: int, end: int, begin: int = 0) -> tuple[int | None, int, str | None]:
+    """``(last_seq, lines_without_seq_after_it, newest_ts)`` reading backwards from ``end`` to ``begin``.
 
     ``last_seq`` already counts the seq-less lines after the last numbered one; it is ``None`` when no line
-    in the file has a ``seq``, and then the count is of every event line in the file.
+    in the range has a ``seq``, and then the count is of every event line in the range.
     """
     count = 0
-    for _start, raw in lines_backward(fd, end):
+    for _start, raw in lines_backward(fd, end, begin=begin):
         rec, _why = parse_line(raw)
         if rec is None:
             continue
@@ -51,20 +54,58 @@ def scan_last(fd: int, end: int) -> tuple[int | None, int, str | None]:
     return None, count, None
 
 
-class Cursor:
-    """Reads one stream forwards from ``after``; moves on when a later segment exists."""
+def seq_through(backend: FileBackend, stream: str, dir_fd: int, segments: list[Segment]) -> int:
+    """The seq a forward read has reached at the end of ``segments`` (the stream's first ones)."""
+    count = 0
+    for seg in reversed(segments):
+        fd = open_read(dir_fd, seg.name, backend.segment_path(stream, seg.name))
+        if fd is None:
+            continue
+        try:
+            last, n, _ts = scan_last(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        if last is not None:
+            return last + count
+        count += n
+    return count
 
-    def __init__(self, backend: FileBackend, stream: str, after: int) -> None:
+
+LAST = "last"
+MOVING = "moving"
+#: How often to look again at a rotation in progress before taking our segment as the last: a crashed
+#: rotation leaves a sealed piece last for good (until the next append), and must not stall readers.
+_MOVING_TRIES = 10
+
+
+class Cursor:
+    """Reads one stream forwards from ``after``; moves on when a later segment exists.
+
+    Two optional fast paths, used by queries (``FileBackend.scan``): ``since`` starts at the bisected
+    position instead of the first segment (see :mod:`._query`), and ``needles`` parses only the lines that
+    contain one of them. ``keep`` then decides, on the parsed record, which events are yielded.
+    """
+
+    def __init__(self, backend: FileBackend, stream: str, after: int, *, since: str | None = None,
+                 needles: list[bytes] | None = None, keep: Callable[[Record], bool] | None = None) -> None:
         self.backend = backend
         self.stream = stream
         self.after = after
+        self.since = since
+        self.needles = needles
+        self.keep = keep
         self.dir_fd: int | None = None
         self.fd: int | None = None
         self.ino = 0
         self.name = ""
         self.offset = 0
-        self.line_no = 0
+        # Line numbers (for messages only) are counted when needed: ln_count lines start before ln_off.
+        self.ln_off = self.ln_count = 0
+        # The seq of the last event line before seq_off. Reading every line keeps seq_off at offset; with
+        # needles it lags, and the lines between are parsed only if a seq-less line needs its number.
         self.prev_seq = 0
+        self.seq_off = 0
+        self.base_seq: int | None = 0  # prev_seq at the segment's start; None after a since start
 
     def close(self) -> None:
         for fd in (self.fd, self.dir_fd):
@@ -78,23 +119,24 @@ class Cursor:
     def events(self, *, follow: bool, timeout: float | None = None, poll: float = 0.1) -> Iterator[Event]:
         try:
             last_activity = time.monotonic()
+            moving = 0
             while True:
                 if self.fd is None and not self._open_first():
                     if not follow or _expired(last_activity, timeout):
                         return
                     time.sleep(poll)
                     continue
-                got = False
-                for event in self._pump():
-                    got = True
-                    yield event
+                got = yield from self._pump()
                 successor = self._successor()
-                if successor is not None:
+                if successor == MOVING and moving < _MOVING_TRIES:
+                    moving += 1
+                    time.sleep(0.001 if moving > 3 else 0)  # a rename and a create take microseconds
+                    continue
+                moving = 0
+                if isinstance(successor, tuple):
                     # A later segment exists, so every write to ours happened before it was created (both
                     # under our file's lock): one more drain reads everything, then move on.
-                    for event in self._pump():
-                        got = True
-                        yield event
+                    got = (yield from self._pump()) or got
                     self._switch(*successor)
                     continue
                 if not follow:
@@ -108,24 +150,85 @@ class Cursor:
         finally:
             self.close()
 
-    def _pump(self) -> Iterator[Event]:
+    def _pump(self) -> Generator[Event, None, bool]:
+        """Yield the events now readable in our segment; return whether there were any."""
         assert self.fd is not None
         size = os.fstat(self.fd).st_size
         if size < self.offset:
             self._rewind(size)
-        for start, raw in lines_forward(self.fd, self.offset):
-            self.offset = start + len(raw) + 1
-            self.line_no += 1
-            rec, why = parse_line(raw)
+        if self.needles is not None:
+            return self._pump_matching()
+        return self._pump_all()
+
+    def _pump_all(self) -> Generator[Event, None, bool]:
+        # The loop every read runs once per line, so lines_forward and parse_line are inlined, state lives
+        # in locals stored back after each chunk (while we are suspended, nothing else looks at it), and a
+        # line's offset is worked out only for the warning about it. orjson refuses every line parse_line
+        # does (a NUL byte is never valid JSON), so only the warning needs parse_line's reason.
+        fd, after, keep, stream, loads = self.fd, self.after, self.keep, self.stream, orjson.loads
+        assert fd is not None
+        prev = self.prev_seq
+        got = False
+        for pos, lines in chunks_forward(fd, self.offset):
+            for index, raw in enumerate(lines):
+                try:
+                    rec = loads(raw)
+                except orjson.JSONDecodeError:
+                    rec = None
+                if rec.__class__ is not dict:
+                    self._warn_malformed(pos + sum(map(len, lines[:index])) + index, raw)
+                    continue
+                seq = rec.get("seq")
+                if type(seq) is not int:
+                    seq = prev + 1
+                prev = seq
+                if seq > after and (keep is None or keep(rec)):
+                    got = True
+                    yield event_from_record(rec, stream, seq)
+            self.offset, self.prev_seq = pos + sum(map(len, lines)) + len(lines), prev
+        self.seq_off = self.offset
+        return got
+
+    def _pump_matching(self) -> Generator[Event, None, bool]:
+        fd, keep, stream = self.fd, self.keep, self.stream
+        assert fd is not None and self.needles is not None
+        got = False
+        for start, raw in matching_lines(fd, self.offset, self.needles):
+            if raw is None:
+                self.offset = start
+                continue
+            end = start + len(raw) + 1
+            self.offset = end
+            rec, _why = parse_line(raw)
             if rec is None:
-                warn(f"{self.display()}:{self.line_no}: skipping malformed line: {why}")
+                self._warn_malformed(start, raw)
                 continue
             seq = rec.get("seq")
             if type(seq) is not int:
-                seq = self.prev_seq + 1
-            self.prev_seq = seq
-            if seq > self.after:
-                yield Event.from_record(rec, stream=self.stream, seq=seq)
+                seq = self._seq_before(start) + 1
+            self.prev_seq, self.seq_off = seq, end
+            if seq > self.after and (keep is None or keep(rec)):
+                got = True
+                yield event_from_record(rec, stream, seq)
+        return got
+
+    def _seq_before(self, start: int) -> int:
+        """The seq of the last event line before ``start`` (a line start at or after ``seq_off``)."""
+        assert self.fd is not None
+        last, count, _ts = scan_last(self.fd, start, self.seq_off)
+        return last if last is not None else self.prev_seq + count
+
+    def _settle(self) -> None:
+        """Bring ``prev_seq`` up to ``offset`` (it lags when lines are skipped unparsed)."""
+        if self.needles is not None and self.seq_off < self.offset:
+            self.prev_seq, self.seq_off = self._seq_before(self.offset), self.offset
+
+    def _warn_malformed(self, start: int, raw: bytes) -> None:
+        assert self.fd is not None
+        _rec, why = parse_line(raw)
+        self.ln_count += count_newlines(self.fd, self.ln_off, start)
+        self.ln_off = start
+        warn(f"{self.display()}:{self.ln_count + 1}: skipping malformed line: {why}")
 
     def _rewind(self, size: int) -> None:
         """The file shrank under us: a writer rolled back a write we may have read part of (a short write;
@@ -133,11 +236,29 @@ class Cursor:
         above it be yielded again, so the records that really land are not skipped."""
         assert self.fd is not None
         self.offset = find_last_newline(self.fd, size)
-        last, _count, _ts = scan_last(self.fd, self.offset)
+        last, count, _ts = scan_last(self.fd, self.offset)
         if last is not None:
             self.prev_seq = last
             self.after = min(self.after, last)
-        self.line_no = sum(1 for _ in lines_forward(self.fd, 0, self.offset))
+        else:
+            self.prev_seq = self._base() + count  # no numbered line left in this segment to count from
+        self.seq_off = self.offset
+        self.ln_off = self.ln_count = 0
+
+    def _base(self) -> int:
+        """``prev_seq`` at the start of this segment, listing the earlier ones if we started mid-stream."""
+        if self.base_seq is not None:
+            return self.base_seq
+        listing = self.backend.listing(self.stream)
+        if listing is None:
+            return 0
+        dir_fd, segments = listing
+        try:
+            position = next((i for i, seg in enumerate(segments) if seg.ino == self.ino), len(segments))
+            self.base_seq = seq_through(self.backend, self.stream, dir_fd, segments[:position])
+        finally:
+            os.close(dir_fd)
+        return self.base_seq
 
     def _open_first(self) -> bool:
         """Open the first segment that can hold ``seq > after``, skipping sealed ones wholly before it."""
@@ -156,18 +277,31 @@ class Cursor:
             return opened
         return False
 
+    def _open_segment(self, dir_fd: int, seg: Segment) -> int | None:
+        """``seg`` opened for reading, or ``None`` if it is gone or another file now has its name."""
+        fd = open_read(dir_fd, seg.name, self.backend.segment_path(self.stream, seg.name))
+        if fd is not None and os.fstat(fd).st_ino != seg.ino:
+            os.close(fd)
+            return None
+        return fd
+
     def _choose(self, dir_fd: int, segments: list[Segment]) -> bool | None:
+        if self.since is not None:
+            start = find_start(segments, lambda seg: self._open_segment(dir_fd, seg), self.since)
+            if start is False:
+                return None
+            if isinstance(start, Start):
+                self._use(start.fd, segments[start.segment], start.seq)
+                self.offset = self.seq_off = start.offset
+                self.base_seq = None
+                return True
         prev = 0
         for index, seg in enumerate(segments):
-            fd = open_read(dir_fd, seg.name, self.backend.segment_path(self.stream, seg.name))
+            fd = self._open_segment(dir_fd, seg)
             if fd is None:
                 return None
-            st = os.fstat(fd)
-            if st.st_ino != seg.ino:
-                os.close(fd)
-                return None
             if index < len(segments) - 1:  # not the last, so complete
-                last, _count, _ts = scan_last(fd, find_last_newline(fd, st.st_size))
+                last, _count, _ts = scan_last(fd, find_last_newline(fd, os.fstat(fd).st_size))
                 if last is not None and last <= self.after:
                     prev = last
                     os.close(fd)
@@ -180,37 +314,45 @@ class Cursor:
         if self.fd is not None:
             os.close(self.fd)
         self.fd, self.ino, self.name = fd, seg.ino, seg.name
-        self.offset = self.line_no = 0
-        self.prev_seq = prev_seq
+        self.offset = self.seq_off = self.ln_off = self.ln_count = 0
+        self.prev_seq = self.base_seq = prev_seq
 
-    def _successor(self) -> tuple[int, Segment, int] | None:
-        """``(dir_fd, segment, fd)`` of the segment after ours, opened, or ``None`` while ours is the last."""
+    def _successor(self) -> tuple[int, Segment, int] | str:
+        """``(dir_fd, segment, fd)`` of the segment after ours, opened; ``LAST`` while ours is the last;
+        ``MOVING`` while a rotation is half seen: the next segment was renamed between our listing and our
+        open, or the listing missed a file being renamed (a directory read racing a rename may return
+        neither name). Stopping there would end a read before events acknowledged long ago."""
         listing = self.backend.listing(self.stream)
         if listing is None:
-            return None
+            return LAST
         dir_fd, segments = listing
         position = next((i for i, seg in enumerate(segments) if seg.ino == self.ino), None)
         if position is None:
             os.close(dir_fd)
             if self.fd is not None and os.fstat(self.fd).st_nlink == 0:
                 # Our file was deleted from under us: resume after the last seq we saw.
+                self._settle()
                 self.after = max(self.after, self.prev_seq)
                 os.close(self.fd)
                 self.fd = None
-            return None
+                return LAST
+            return MOVING
         if position + 1 >= len(segments):
             os.close(dir_fd)
-            return None
+            # A sealed piece is followed by the segment it was sealed for, unless a rotation crashed
+            # between its rename and the next file's creation (the next writer creates it).
+            return LAST if segments[position].name.endswith(".jsonl") else MOVING
         seg = segments[position + 1]
         fd = open_read(dir_fd, seg.name, self.backend.segment_path(self.stream, seg.name))
         if fd is None or os.fstat(fd).st_ino != seg.ino:
             if fd is not None:
                 os.close(fd)
             os.close(dir_fd)
-            return None  # it is moving; the caller looks again
+            return MOVING
         return dir_fd, seg, fd
 
     def _switch(self, dir_fd: int, seg: Segment, fd: int) -> None:
+        self._settle()  # the next segment counts on from the last line of this one
         if self.dir_fd is not None:
             os.close(self.dir_fd)
         self.dir_fd = dir_fd
@@ -225,17 +367,31 @@ def tail(backend: FileBackend, stream: str, limit: int) -> list[Event]:
     """The newest ``limit`` events, reading backwards: the cost depends on ``limit``, not on the stream."""
     if limit <= 0:
         return []
+    # Usually the active file alone holds them: then no listing is needed, whose cost grows with the
+    # number of files beside the stream's.
+    done: tuple[int, _Gather] | None = None
+    active = backend.open_active(stream)
+    if active is not None:
+        fd, display = active
+        gather = _Gather(limit)
+        try:
+            if gather.segment(fd, display):
+                return gather.events(backend, stream)
+            done = (os.fstat(fd).st_ino, gather)
+        finally:
+            os.close(fd)
     for _attempt in range(10):
         listing = backend.listing(stream)
         if listing is None:
             return []
         dir_fd, segments = listing
         try:
-            found = _collect_backwards(backend, stream, dir_fd, segments, limit)
+            found = _collect_backwards(backend, stream, dir_fd, segments, limit, done)
         finally:
             os.close(dir_fd)
+        done = None  # fed (or stale) now: a retry starts over
         if found is not None:
-            return _number(*found, backend=backend, stream=stream, limit=limit)
+            return found.events(backend, stream)
     return _tail_forward(backend, stream, limit)
 
 
@@ -244,39 +400,69 @@ def _tail_forward(backend: FileBackend, stream: str, limit: int) -> list[Event]:
     return list(collections.deque(Cursor(backend, stream, 0).events(follow=False), maxlen=limit))
 
 
+class _Gather:
+    """The newest ``limit`` records (newest first) and, when none of them has a ``seq``, an ``anchor``
+    ``(position, seq)``: the nearest older line that has one. Fed one segment at a time, newest first."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.records: list[dict[str, Any]] = []
+        self.have_seq = False
+        self.all_seq = True  # the usual case: nothing to infer
+        self.position = 0
+        self.anchor: tuple[int, int] | None = None
+
+    def segment(self, fd: int, display: str) -> bool:
+        """Read ``fd`` backwards; true once enough is known to number the records."""
+        limit, loads = self.limit, orjson.loads
+        for start, raw in lines_backward(fd, os.fstat(fd).st_size):
+            try:
+                rec = loads(raw)  # parse_line, inlined; its reason is only needed for the warning
+            except orjson.JSONDecodeError:
+                rec = None
+            if rec.__class__ is not dict:
+                warn(f"{display}: skipping malformed line at byte {start}: {parse_line(raw)[1]}")
+                continue
+            numbered = type(rec.get("seq")) is int
+            if self.position < limit:
+                self.records.append(rec)
+                self.have_seq = self.have_seq or numbered
+                self.all_seq = self.all_seq and numbered
+            elif numbered:
+                self.anchor = (self.position, rec["seq"])  # only counted: memory stays bounded by `limit`
+                return True
+            self.position += 1
+            if self.position >= limit and self.have_seq:
+                return True
+        return False
+
+    def events(self, backend: FileBackend, stream: str) -> list[Event]:
+        if self.all_seq:
+            return [event_from_record(rec, stream, 0) for rec in reversed(self.records)]
+        return _number(self.records, self.anchor, backend=backend, stream=stream, limit=self.limit)
+
+
 def _collect_backwards(backend: FileBackend, stream: str, dir_fd: int, segments: list[Segment],
-                       limit: int) -> tuple[list[dict[str, Any]], tuple[int, int] | None] | None:
-    """The newest ``limit`` records (newest first) and, when none of them has a ``seq``, an anchor
-    ``(position, seq)`` of the nearest older line that does; ``None`` if a segment moved meanwhile."""
-    records: list[dict[str, Any]] = []
-    have_seq = False
-    position = 0
+                       limit: int, done: tuple[int, _Gather] | None) -> _Gather | None:
+    """The newest records across ``segments``; ``None`` if a segment moved meanwhile. ``done`` is
+    ``(inode, gather)`` of a segment already read: when it is still the newest, reading goes on from it
+    (so its malformed lines are not reported twice)."""
+    gather = _Gather(limit)
+    if done is not None and segments and segments[-1].ino == done[0]:
+        gather, segments = done[1], segments[:-1]
     for seg in reversed(segments):
         display = backend.segment_path(stream, seg.name)
         fd = open_read(dir_fd, seg.name, display)
         if fd is None:
             return None
         try:
-            st = os.fstat(fd)
-            if st.st_ino != seg.ino:
+            if os.fstat(fd).st_ino != seg.ino:
                 return None
-            for start, raw in lines_backward(fd, find_last_newline(fd, st.st_size)):
-                rec, why = parse_line(raw)
-                if rec is None:
-                    warn(f"{display}: skipping malformed line at byte {start}: {why}")
-                    continue
-                seq = rec.get("seq")
-                if position < limit:
-                    records.append(rec)
-                    have_seq = have_seq or type(seq) is int
-                elif type(seq) is int:
-                    return records, (position, seq)  # only counted: memory stays bounded by `limit`
-                position += 1
-                if position >= limit and have_seq:
-                    return records, None
+            if gather.segment(fd, display):
+                break
         finally:
             os.close(fd)
-    return records, None
+    return gather
 
 
 def _number(records: list[dict[str, Any]], anchor: tuple[int, int] | None, *, backend: FileBackend,
@@ -293,6 +479,6 @@ def _number(records: list[dict[str, Any]], anchor: tuple[int, int] | None, *, ba
         if i <= index or type(seq) is not int:
             seq = base + (index - i) if i <= index else seqs[-1] - 1
         seqs.append(seq)
-    events = [Event.from_record(records[i], stream=stream, seq=seqs[i]) for i in range(len(records))]
+    events = [event_from_record(records[i], stream, seqs[i]) for i in range(len(records))]
     events.reverse()
     return events

@@ -17,13 +17,14 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 
 from ..errors import LockTimeout, StorageError
 from ..event import Draft, Event, format_ts
 from ..report import Report
 from . import StreamInfo
 from . import _fs as fs
+from ._query import record_filter, type_needles
 from ._reader import Cursor, scan_last, tail
 from ._segments import (
     DAILY,
@@ -372,6 +373,44 @@ class FileBackend:
 
     def tail(self, stream: str, limit: int) -> list[Event]:
         return tail(self, stream, limit)
+
+    def scan(self, stream: str, *, since: str | None = None,
+             types: Collection[str] | None = None) -> Iterator[Event]:
+        """``read(stream)`` restricted to ``ts >= since`` (canonical) and ``type in types``, without parsing
+        what cannot match: ``since`` bisects to its start, ``types`` are searched as bytes first (see
+        :mod:`._query` for why neither can drop a matching event)."""
+        if types is not None and not types:
+            return iter(())
+        needles = None if types is None else type_needles(types)
+        return Cursor(self, stream, 0, since=since, needles=needles,
+                      keep=record_filter(since, types)).events(follow=False)
+
+    def open_active(self, stream: str) -> tuple[int, str] | None:
+        """``(fd, path)`` of a size-rotated stream's active file, opened for reading; ``None`` when the stream
+        is daily, missing or between a rename and the next file (callers then list its segments)."""
+        sfd = self._dir(size_dir(stream), create=False)
+        if sfd is None:
+            return None
+        try:
+            name = base_name(stream)
+            # The same precedence as `listing`: date-named files in <stream>/ make a stream daily.
+            try:
+                dfd: int | None = os.open(stream.rsplit("/", 1)[-1], fs._DIR_FLAGS, dir_fd=sfd)
+            except FileNotFoundError:
+                dfd = None
+            except OSError as exc:
+                raise fs.storage_error(exc, "cannot open directory",
+                                       os.path.join(self.root, *daily_dir(stream))) from None
+            if dfd is not None:
+                daily = _owned_listing(dfd, list_daily)
+                os.close(dfd)
+                if daily:
+                    return None
+            display = self.segment_path(stream, name)
+            fd = fs.open_read(sfd, name, display)
+            return None if fd is None else (fd, display)
+        finally:
+            os.close(sfd)
 
     def streams(self) -> list[str]:
         root = self._root(create=False)

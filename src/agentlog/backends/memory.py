@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 import orjson
 
-from ..event import Draft, Event, format_ts
+from ..event import Draft, Event, comparable_ts, format_ts
 from ..report import Report
 from . import StreamInfo
 
@@ -45,6 +45,23 @@ class MemoryBackend:
     def read(self, stream: str, after: int = 0) -> Iterator[Event]:
         with self._changed:
             snapshot = [ev for ev, _ in self._streams.get(stream, [])[max(after, 0):]]
+        return iter([_copy(ev) for ev in snapshot])
+
+    def scan(self, stream: str, *, since: str | None = None,
+             types: Collection[str] | None = None) -> Iterator[Event]:
+        """``read(stream)`` restricted to ``ts >= since`` and ``type in types``: nothing to skip in memory, so
+        this only filters (before copying)."""
+        def keep(ev: Event) -> bool:
+            if types is not None and ev.type not in types:
+                return False
+            if since is not None:
+                ts = None if ev.ts is None else comparable_ts(ev.ts)
+                if ts is None or ts < since:
+                    return False
+            return True
+
+        with self._changed:
+            snapshot = [ev for ev, _ in self._streams.get(stream, []) if keep(ev)]
         return iter([_copy(ev) for ev in snapshot])
 
     def tail(self, stream: str, limit: int) -> list[Event]:
