@@ -12,6 +12,13 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _no_default_spool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Most tests check what a failing append raises, and none may write into the user's state directory:
+    spooling is off unless a test turns it on (tests/test_spool.py does, with a spool under tmp_path)."""
+    monkeypatch.setenv("AGENTLOG_SPOOL", "off")
+
+
 def require_privilege(available: bool, why: str) -> None:
     """Skip a test that needs a privilege this machine lacks, except in CI, which has it: there, fail."""
     if available:

@@ -57,8 +57,8 @@ _ENVELOPE_OVERHEAD = 100
 class Event:
     """One event read from or written to a stream."""
 
-    __slots__ = ("actor", "data", "extra", "id", "interaction", "level", "seq", "stream", "ts", "type",
-                 "visibility")
+    __slots__ = ("actor", "data", "extra", "id", "interaction", "level", "seq", "spooled", "stream", "ts",
+                 "type", "visibility")
 
     def __init__(self, *, seq: int, id: str | None, ts: str | None, stream: str, type: str,
                  actor: str | None = None, level: str | None = None, visibility: str | None = None,
@@ -76,6 +76,9 @@ class Event:
         self.data = data if data is not None else {}
         #: Unknown top-level fields, preserved as they were written.
         self.extra = extra if extra is not None else {}
+        #: True when the root could not be written and the event waits in the offline spool: it is durable
+        #: there, has ``seq`` 0 and the time it was spooled as ``ts``, and gets both when it is replayed.
+        self.spooled = False
 
     def to_dict(self) -> dict[str, Any]:
         """The event as it is stored: envelope first, optional fields only when set, then unknown ones."""
@@ -100,28 +103,7 @@ class Event:
     @classmethod
     def from_record(cls, record: dict[str, Any], *, stream: str, seq: int) -> Event:
         """Build an event from a parsed line; ``seq`` is used when the line has none (a foreign writer)."""
-        extra = {k: v for k, v in record.items() if k not in _KNOWN}
-        ts = record.get("ts")
-        if not isinstance(ts, str):
-            # Lines from 002's shell writer carry "timestamp"; keep them queryable by time.
-            alt = record.get("timestamp")
-            ts = alt if isinstance(alt, str) else None
-        data = record.get("data")
-        rec_seq = record.get("seq")
-        rec_type = record.get("type")
-        return cls(
-            seq=rec_seq if type(rec_seq) is int else seq,
-            id=_str_or_none(record.get("id")),
-            ts=ts,
-            stream=stream,
-            type=rec_type if isinstance(rec_type, str) else "",
-            actor=_str_or_none(record.get("actor")),
-            level=_str_or_none(record.get("level")),
-            visibility=_str_or_none(record.get("visibility")),
-            interaction=_int_or_none(record.get("interaction")),
-            data=data if isinstance(data, dict) else ({} if data is None else {"value": data}),
-            extra=extra,
-        )
+        return event_from_record(record, stream, seq)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Event):
@@ -131,19 +113,45 @@ class Event:
     __hash__ = None  # type: ignore[assignment]  # mutable, like a dict
 
     def __repr__(self) -> str:
+        spooled = ", spooled=True" if self.spooled else ""
         return (f"Event(stream={self.stream!r}, seq={self.seq}, type={self.type!r}, id={self.id!r}, "
-                f"ts={self.ts!r})")
+                f"ts={self.ts!r}{spooled})")
 
 
 _KNOWN = frozenset(ENVELOPE_FIELDS)
+_new = object.__new__
 
 
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def event_from_record(record: dict[str, Any], stream: str, seq: int) -> Event:
+    """``Event.from_record`` without keyword arguments or helper calls: every event a read yields is built
+    here, and those were half of its cost. Slots are set directly, so every slot must be set here."""
+    get = record.get
+    ev: Event = _new(Event)
+    value = get("seq")
+    ev.seq = value if type(value) is int else seq
+    value = get("id")
+    ev.id = value if isinstance(value, str) else None
+    ts = get("ts")
+    if not isinstance(ts, str):
+        ts = get("timestamp")  # 002's shell writer writes "timestamp": keep its lines queryable by time
+        ts = ts if isinstance(ts, str) else None
+    ev.ts = ts
+    ev.stream = stream
+    value = get("type")
+    ev.type = value if isinstance(value, str) else ""
+    value = get("actor")
+    ev.actor = value if isinstance(value, str) else None
+    value = get("level")
+    ev.level = value if isinstance(value, str) else None
+    value = get("visibility")
+    ev.visibility = value if isinstance(value, str) else None
+    value = get("interaction")
+    ev.interaction = value if isinstance(value, int) and not isinstance(value, bool) else None
+    value = get("data")
+    ev.data = value if isinstance(value, dict) else ({} if value is None else {"value": value})
+    ev.extra = {} if _KNOWN.issuperset(record) else {k: v for k, v in record.items() if k not in _KNOWN}
+    ev.spooled = False
+    return ev
 
 
 class Draft:

@@ -8,15 +8,27 @@ from __future__ import annotations
 
 import heapq
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 from .backends import Backend, StreamInfo
-from .event import DEFAULT_MAX_EVENT_BYTES, Draft, Event, comparable_ts, drafts_from_dicts, make_draft, parse_ts
+from .errors import LockTimeout, StorageError
+from .event import (
+    DEFAULT_MAX_EVENT_BYTES,
+    Draft,
+    Event,
+    comparable_ts,
+    drafts_from_dicts,
+    make_draft,
+    now_ts,
+    parse_ts,
+)
 from .names import validate_stream_name
 from .report import Report
+from .spool import LOCK_ATTEMPTS, LOCK_BACKOFF, ReplayReport, Spool, SpoolStatus, resolve_spool_dir
 
 __all__ = ["EventLog", "default_root", "open_log"]
 
@@ -31,12 +43,17 @@ def default_root() -> str:
 def open_log(root: str | os.PathLike[str] | None = None, *, durability: str = "fsync",
              segment_bytes: int = 500_000_000, lock_timeout: float = 10.0, file_mode: int = 0o600,
              dir_mode: int = 0o700, rotate: str = "size",
-             max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> EventLog:
+             max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+             spool_dir: str | os.PathLike[str] | bool | None = None) -> EventLog:
     """Open the log at ``root`` (a directory; ``"memory:"`` for the in-memory backend).
 
     ``durability="fsync"`` acknowledges an append once it is on disk; ``"write"`` once the kernel has it
     (survives the process dying, not the machine). ``rotate`` is ``"size"`` or ``"daily"`` and applies to
     streams created by this log; a stream keeps the layout it was created with.
+
+    ``spool_dir`` is where events wait when the root cannot be written (see :mod:`agentlog.spool`): by
+    default ``$AGENTLOG_SPOOL``, else ``$XDG_STATE_HOME/agentlog/spool``; ``False`` (or
+    ``AGENTLOG_SPOOL=off``) turns spooling off, so such appends raise :class:`~agentlog.StorageError`.
     """
     if max_event_bytes <= 0:
         raise ValueError("max_event_bytes must be positive")
@@ -46,21 +63,27 @@ def open_log(root: str | os.PathLike[str] | None = None, *, durability: str = "f
         from .backends.memory import MemoryBackend
 
         backend = MemoryBackend()
+        spool = None  # nothing outside the process could hold a memory log's events
     else:
         from .backends.file import FileBackend
 
         backend = FileBackend(target, durability=durability, segment_bytes=segment_bytes,
                               lock_timeout=lock_timeout, file_mode=file_mode, dir_mode=dir_mode, rotate=rotate)
-    return EventLog(backend, root=target, max_event_bytes=max_event_bytes)
+        where = resolve_spool_dir(spool_dir)
+        spool = None if where is None else Spool(where, target, file_mode=file_mode, dir_mode=dir_mode)
+    return EventLog(backend, root=target, max_event_bytes=max_event_bytes, spool=spool)
 
 
 class EventLog:
     """Streams of events: append, read, query, follow, verify."""
 
-    def __init__(self, backend: Backend, *, root: str = "", max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
+    def __init__(self, backend: Backend, *, root: str = "", max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+                 spool: Spool | None = None):
         self.backend = backend
         self.root = root
         self.max_event_bytes = max_event_bytes
+        #: Where events wait while the root cannot be written; ``None`` when spooling is off.
+        self.spool = spool
 
     # --- writing --------------------------------------------------------------------------------------
 
@@ -71,20 +94,62 @@ class EventLog:
         validate_stream_name(stream)
         draft = make_draft(stream, type, data=data, actor=actor, fields=fields,
                            max_event_bytes=self.max_event_bytes)
-        return self.backend.append(stream, [draft])[0]
+        return self._write(stream, [draft])[0]
 
     def append_many(self, stream: str, events: Iterable[Mapping[str, Any]]) -> list[Event]:
         """Append a batch with one lock, one write and one fsync; every item is checked first, and one bad
         item refuses the whole batch."""
         validate_stream_name(stream)
         drafts = drafts_from_dicts(stream, events, max_event_bytes=self.max_event_bytes)
-        return self.backend.append(stream, drafts)
+        return self._write(stream, drafts)
 
     def append_drafts(self, stream: str, drafts: Sequence[Draft]) -> list[Event]:
         """Append events already checked by :func:`agentlog.event.make_draft` (what writers queue), as one
         batch."""
         validate_stream_name(stream)
-        return self.backend.append(stream, drafts)
+        return self._write(stream, drafts)
+
+    def _write(self, stream: str, drafts: Sequence[Draft]) -> list[Event]:
+        """Hand a checked batch to the backend; with a spool, a failure to store it spools it instead."""
+        spool = self.spool
+        if spool is None or not drafts:
+            return self.backend.append(stream, drafts)
+        attempted_at = now_ts()
+        for attempt in range(1, LOCK_ATTEMPTS + 1):
+            try:
+                events = self.backend.append(stream, drafts)
+                break
+            except LockTimeout as exc:
+                if attempt < LOCK_ATTEMPTS:
+                    time.sleep(LOCK_BACKOFF * 2 ** (attempt - 1))
+                    continue
+                return self._spool(spool, drafts, exc, attempted_at)
+            except StorageError as exc:
+                if exc.errno is None:  # not the disk's doing (e.g. a closed log): spooling would not help
+                    raise
+                return self._spool(spool, drafts, exc, attempted_at)
+        spool.auto_replay(self)
+        return events
+
+    @staticmethod
+    def _spool(spool: Spool, drafts: Sequence[Draft], exc: StorageError, attempted_at: str) -> list[Event]:
+        try:
+            return spool.put(drafts, exc, attempted_at)
+        except StorageError as spool_exc:
+            # Neither place could take the events: the caller must know, with both reasons.
+            raise StorageError(f"{exc}; the spool could not take the event(s) either: {spool_exc}",
+                               path=exc.path, errno=exc.errno) from exc
+
+    def spool_status(self) -> SpoolStatus | None:
+        """What waits in this log's spool (``None`` when spooling is off)."""
+        return None if self.spool is None else self.spool.status()
+
+    def replay_spool(self, *, wait: float | None = 60.0) -> ReplayReport:
+        """Append what waits in the spool, in order and at most once per id; see :class:`ReplayReport`.
+        Runs by itself after any successful append; call it to replay without appending."""
+        if self.spool is None:
+            return ReplayReport()
+        return self.spool.replay(self, wait=wait)
 
     async def aappend(self, stream: str, type: str, *, data: dict[str, Any] | None = None,
                       actor: str | None = None, **fields: Any) -> Event:

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from ..event import ENVELOPE_FIELDS, Event, comparable_ts
+from ..event import comparable_ts
 from ._fs import find_last_newline
 from ._scan import lines_forward, parse_line
 from ._segments import Segment
@@ -35,43 +35,9 @@ from ._segments import Segment
 #: A probe (one read, a line or two parsed) costs about what a dozen lines read for nothing cost.
 PROBE_SPAN = 1 << 12
 _PROBE_CHUNK = 1 << 12  # one probe reads a page or so: a few lines of ~300 bytes
-_KNOWN = frozenset(ENVELOPE_FIELDS)
-_new = object.__new__
 _UNSET = object()
 
 Record = dict[str, Any]
-
-
-def event_from_record(record: Record, stream: str, seq: int) -> Event:
-    """Exactly ``Event.from_record(record, stream=stream, seq=seq)`` at half the cost: every event a read
-    yields goes through here, and keyword arguments, helper calls and the ``extra`` comprehension are most
-    of ``from_record``'s time. ``tests/test_fast_reads.py`` checks the two agree on arbitrary records."""
-    get = record.get
-    ev: Event = _new(Event)
-    value = get("seq")
-    ev.seq = value if type(value) is int else seq
-    value = get("id")
-    ev.id = value if isinstance(value, str) else None
-    ts = get("ts")
-    if not isinstance(ts, str):
-        ts = get("timestamp")  # 002's shell writer: keep its lines queryable by time
-        ts = ts if isinstance(ts, str) else None
-    ev.ts = ts
-    ev.stream = stream
-    value = get("type")
-    ev.type = value if isinstance(value, str) else ""
-    value = get("actor")
-    ev.actor = value if isinstance(value, str) else None
-    value = get("level")
-    ev.level = value if isinstance(value, str) else None
-    value = get("visibility")
-    ev.visibility = value if isinstance(value, str) else None
-    value = get("interaction")
-    ev.interaction = value if isinstance(value, int) and not isinstance(value, bool) else None
-    value = get("data")
-    ev.data = value if isinstance(value, dict) else ({} if value is None else {"value": value})
-    ev.extra = {} if _KNOWN.issuperset(record) else {k: v for k, v in record.items() if k not in _KNOWN}
-    return ev
 
 
 def record_filter(since: str | None, types: Collection[str] | None) -> Callable[[Record], bool] | None:

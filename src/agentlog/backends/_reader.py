@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..event import Event, comparable_ts
+from ..event import Event, comparable_ts, event_from_record
 from ._fs import find_last_newline, open_read
-from ._query import Record, Start, event_from_record, find_start
+from ._query import Record, Start, find_start
 from ._scan import chunks_forward, count_newlines, lines_backward, matching_lines, parse_line
 from ._segments import Segment
 

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from ..errors import InvalidEvent
+from ..event import Event
 from ..log import open_log
 from ._errors import Failure, UsageError
 from ._output import clean, dumps, write_event, write_line
@@ -38,8 +39,17 @@ def append(args: argparse.Namespace) -> int:
     with open_log(args.root) as log:
         ev = log.append(args.stream, args.type, data=data, actor=args.actor, interaction=args.interaction,
                         visibility=args.visibility)
-    write_line(ev.to_json() if args.json else str(ev.id))
+    _print_appended([ev], args.json)
     return 0
+
+
+def _print_appended(events: list[Event], as_json: bool) -> None:
+    # A spooled event was announced on stderr by the library's warning; --json marks it too.
+    for ev in events:
+        if not as_json:
+            write_line(str(ev.id))
+        else:
+            write_line(dumps({**ev.to_dict(), "spooled": True}) if ev.spooled else ev.to_json())
 
 
 def _parse_data(text: str | None) -> dict[str, Any]:
@@ -86,8 +96,7 @@ def _append_batch(args: argparse.Namespace) -> int:
             events = log.append_many(args.stream, items)
         except InvalidEvent as exc:
             raise InvalidEvent(_name_the_line(str(exc), line_of) + "; nothing was appended") from None
-    for ev in events:
-        write_line(ev.to_json() if args.json else str(ev.id))
+    _print_appended(events, args.json)
     return 0
 
 

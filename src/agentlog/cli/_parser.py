@@ -31,6 +31,7 @@ examples:
   agentlog query --type question --since 2026-11-22T00:00:00Z --json
   agentlog streams
   agentlog verify
+  agentlog spool status
   agentlog stress --procs 10 --events 100 --size 10240"""
 
 
@@ -175,6 +176,21 @@ def build_parser() -> Parser:
                 "PATH:LINE: WHAT and exits 1 if there is any. Warnings (such as lines from a\n"
                 "foreign writer) are printed too but do not fail.")
     p.add_argument("check", metavar="STREAM", nargs="*", help="a stream to check (default: every stream)")
+
+    # --- spool ----------------------------------------------------------------------------------------
+    p = command("spool", "_spool:spool", "show or replay events waiting in the offline spool",
+                "When the root cannot be written (disk full, read-only, a lock held too long),\n"
+                "appends are fsynced into a spool outside the root instead and replayed, in\n"
+                "order and at most once per id, on the next successful append. 'status' shows\n"
+                "what waits (exit 0); 'replay' appends it now and exits 1 if some events still\n"
+                "cannot be written. The spool is $AGENTLOG_SPOOL, else\n"
+                "$XDG_STATE_HOME/agentlog/spool (~/.local/state/agentlog/spool).")
+    p.add_argument("action", metavar="ACTION", choices=("status", "replay"),
+                   help="status: show what waits; replay: append it to the log now")
+    p.add_argument("--spool-dir", metavar="DIR", default=None,
+                   help="the spool directory (default: $AGENTLOG_SPOOL, else the state directory)")
+    p.add_argument("--wait", metavar="SECONDS", type=float, default=60.0,
+                   help="replay: how long to wait for another process's replay (default: 60)")
 
     # --- stress ---------------------------------------------------------------------------------------
     stress_shared = Parser(add_help=False, formatter_class=Formatter)
