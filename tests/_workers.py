@@ -207,10 +207,20 @@ def read_acks(path: str | os.PathLike[str]) -> list[tuple[int, str, int, int]]:
     return out
 
 
+def replay_spool(root: str, spool_dir: str, out: str, go: str | None = None) -> None:
+    """Replay the spool of ``root`` (waiting for any other replayer) and write the report as JSON to ``out``."""
+    import agentlog
+
+    _wait_for(go)
+    with agentlog.open_log(root, spool_dir=spool_dir) as log:
+        report = log.replay_spool(wait=60)
+    Path(out).write_text(json.dumps(report.to_dict()))
+
+
 def main(argv: list[str]) -> None:
     name, kwargs = argv[0], json.loads(argv[1])
     func = {"append_loop": append_loop, "follow_stream": follow_stream, "stream_op": stream_op,
-            "append_past_file_size_limit": append_past_file_size_limit}[name]
+            "append_past_file_size_limit": append_past_file_size_limit, "replay_spool": replay_spool}[name]
     func(**kwargs)
 
 
