@@ -20,8 +20,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
+from . import _json
 from .errors import InvalidEvent
 
 __all__ = [
@@ -98,7 +97,7 @@ class Event:
 
     def to_json(self) -> str:
         """The event as one line of JSON, without the newline."""
-        return orjson.dumps(self.to_dict()).decode()
+        return _json.dumps(self.to_dict()).decode()
 
     @classmethod
     def from_record(cls, record: dict[str, Any], *, stream: str, seq: int) -> Event:
@@ -217,7 +216,7 @@ def make_draft(stream: str, type: Any, *, data: Any = None, actor: Any = None,
                 else:
                     visibility = value
             elif key == "interaction":
-                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _INT_MAX:
                     raise InvalidEvent(f"interaction must be a non-negative integer, got {value!r}")
                 interaction = value
             else:
@@ -240,9 +239,9 @@ def make_draft(stream: str, type: Any, *, data: Any = None, actor: Any = None,
     except _Reject as rej:
         raise InvalidEvent(f"{rej.where()}: {rej.reason}") from None
     try:
-        serialised = orjson.dumps(body)
-    except (orjson.JSONEncodeError, TypeError) as exc:
-        # orjson refuses lone surrogates (not valid UTF-8) and integers beyond 64 bits.
+        serialised = _json.dumps(body)
+    except _json.EncodeError as exc:
+        # Lone surrogates are not valid UTF-8: both JSON implementations refuse them here.
         raise InvalidEvent(f"event is not strict JSON: {exc}") from None
     if len(serialised) + _ENVELOPE_OVERHEAD > max_event_bytes:
         raise InvalidEvent(f"event is {len(serialised) + _ENVELOPE_OVERHEAD} bytes, over the "
@@ -258,8 +257,8 @@ def dumps_strict(value: Any) -> bytes:
     except _Reject as rej:
         raise InvalidEvent(f"{rej.where()}: {rej.reason}") from None
     try:
-        return orjson.dumps(value)
-    except (orjson.JSONEncodeError, TypeError) as exc:
+        return _json.dumps(value)
+    except _json.EncodeError as exc:
         raise InvalidEvent(f"not strict JSON: {exc}") from None
 
 
@@ -308,11 +307,19 @@ class _Reject(Exception):
         return out or "event"
 
 
+# orjson's range; the standard library would write any integer, so both are held to this one.
+_INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1
+
+
 def _check_json(value: Any, depth: int) -> None:
     """Refuse what strict JSON cannot represent; exact type checks first because they are the hot path."""
     kind = value.__class__
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind is str or kind is bool or value is None:
         return
+    if kind is int:
+        if _INT_MIN <= value <= _INT_MAX:
+            return
+        raise _Reject(f"{value} is outside the 64-bit integers JSON readers can hold")
     if kind is float:
         if math.isfinite(value):
             return
@@ -339,8 +346,10 @@ def _check_json(value: Any, depth: int) -> None:
                 rej.path.append(f"[{index}]")
                 raise
         return
-    if isinstance(value, (str, int)):
-        return  # str and int subclasses (enums) serialise as their value
+    if isinstance(value, str):
+        return  # str subclasses (enums) serialise as their value
+    if isinstance(value, int):
+        return _check_json(int(value), depth)
     if isinstance(value, float):
         return _check_json(float(value), depth)
     raise _Reject(f"{_type_name(value)} is not representable in JSON")

@@ -29,12 +29,10 @@ import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
+from . import _json
 from .backends import _fs as fs
 from .errors import AgentlogError, InvalidEvent, InvalidStreamName, StorageError
 from .event import Draft, Event, make_draft, now_ts
@@ -75,34 +73,40 @@ def resolve_spool_dir(spool_dir: str | os.PathLike[str] | bool | None) -> str | 
     return os.path.join(os.path.abspath(state), "agentlog", "spool")
 
 
-@dataclass
 class SpoolStatus:
     """What a spool holds: ``records`` pending in ``files``, per stream, and how many were quarantined."""
 
-    path: str
-    root: str
-    records: int = 0
-    files: int = 0
-    streams: dict[str, int] = field(default_factory=dict)
-    oldest: str | None = None
-    quarantined: int = 0
+    # Plain classes, not dataclasses: defining a dataclass costs milliseconds at import, on every
+    # `agentlog append`.
+    def __init__(self, path: str, root: str) -> None:
+        self.path = path
+        self.root = root
+        self.records = 0
+        self.files = 0
+        self.streams: dict[str, int] = {}
+        #: When the oldest waiting record was spooled.
+        self.oldest: str | None = None
+        self.quarantined = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "root": self.root, "records": self.records, "files": self.files,
                 "streams": self.streams, "oldest": self.oldest, "quarantined": self.quarantined}
 
+    def __repr__(self) -> str:
+        return f"SpoolStatus({self.to_dict()!r})"
 
-@dataclass
+
 class ReplayReport:
     """The outcome of one replay. ``remaining`` records stay pending because of ``errors`` (per stream)."""
 
-    replayed: int = 0
-    duplicates: int = 0
-    quarantined: int = 0
-    remaining: int = 0
-    errors: dict[str, str] = field(default_factory=dict)
-    #: Another process was replaying and this one did not wait.
-    busy: bool = False
+    def __init__(self) -> None:
+        self.replayed = 0
+        self.duplicates = 0
+        self.quarantined = 0
+        self.remaining = 0
+        self.errors: dict[str, str] = {}
+        #: Another process was replaying and this one did not wait.
+        self.busy = False
 
     @property
     def ok(self) -> bool:
@@ -111,6 +115,9 @@ class ReplayReport:
     def to_dict(self) -> dict[str, Any]:
         return {"replayed": self.replayed, "duplicates": self.duplicates, "quarantined": self.quarantined,
                 "remaining": self.remaining, "errors": self.errors, "busy": self.busy}
+
+    def __repr__(self) -> str:
+        return f"ReplayReport({self.to_dict()!r})"
 
 
 class Spool:
@@ -134,7 +141,7 @@ class Spool:
         """Fsync ``drafts`` into the spool as one file and return them as spooled events; raises
         :class:`StorageError` if the spool cannot take them either."""
         spooled_at = now_ts()
-        reason = orjson.dumps(str(error))
+        reason = _json.dumps(str(error))
         lines = b"".join(b'{"id":"%s","attempted_at":"%s","spooled_at":"%s","error":%s,"event":%s}\n'
                          % (d.id.encode(), attempted_at.encode(), spooled_at.encode(), reason, d.body)
                          for d in drafts)
@@ -182,7 +189,9 @@ class Spool:
         try:
             report = self.replay(log, wait=None)
         except (OSError, AgentlogError) as exc:
-            report = ReplayReport(errors={"*": str(exc)}, remaining=1)
+            report = ReplayReport()
+            report.errors["*"] = str(exc)
+            report.remaining = 1
         if report.remaining:
             self._auto_after = time.monotonic() + _AUTO_RETRY_AFTER
             import logging
@@ -292,7 +301,7 @@ class Spool:
                 self._quarantine(name, line_no, rec, str(exc))
                 report.quarantined += 1
                 continue
-            groups.setdefault(draft.stream, []).append((draft, orjson.dumps(rec) + b"\n"))
+            groups.setdefault(draft.stream, []).append((draft, _json.dumps(rec) + b"\n"))
         keep: list[bytes] = []
         for stream, items in groups.items():
             if stream in failed:
@@ -324,7 +333,7 @@ class Spool:
         dir_fd = self._open("quarantine", create=True)
         assert dir_fd is not None
         try:
-            raw = rec if isinstance(rec, str) else orjson.dumps(rec).decode()
+            raw = rec if isinstance(rec, str) else _json.dumps(rec).decode()
             fs.append_quarantine(dir_fd, "spool.jsonl",
                                  {"ts": now_ts(), "reason": why, "source": f"pending/{name}", "line": line_no,
                                   "record": raw},
@@ -358,8 +367,8 @@ class Spool:
                     if not line.strip():
                         continue
                     try:
-                        records.append((line_no, orjson.loads(line)))
-                    except orjson.JSONDecodeError:
+                        records.append((line_no, _json.loads(line)))
+                    except _json.DecodeError:
                         records.append((line_no, line.decode("utf-8", "replace")))
                 out.append((name, records))
         except OSError as exc:

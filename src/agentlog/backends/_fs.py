@@ -24,8 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import orjson
-
+from .. import _json
 from ..errors import LockTimeout, StorageError
 from ..event import now_ts
 
@@ -326,7 +325,7 @@ def append_quarantine(dir_fd: int, name: str, record: dict[str, Any], *, file_mo
     try:
         with locked(fd, timeout=timeout, display=display):
             size = os.fstat(fd).st_size
-            line = orjson.dumps(record) + b"\n"
+            line = _json.dumps(record) + b"\n"
             if last_byte(fd, size) != b"\n":
                 line = b"\n" + line
             write_all(fd, line, size, display)

@@ -24,8 +24,7 @@ from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any, NamedTuple
 
-import orjson
-
+from .. import _json
 from ..event import comparable_ts
 from ._fs import find_last_newline
 from ._scan import lines_forward, parse_line
@@ -79,8 +78,8 @@ def type_needles(types: Collection[str]) -> list[bytes] | None:
     if "" in types:
         return None
     try:
-        needles = {orjson.dumps(t) for t in types}
-    except orjson.JSONEncodeError:
+        needles = {_json.dumps(t) for t in types}
+    except _json.EncodeError:
         return None  # a lone surrogate: no parsed line can hold it, but be plain rather than clever
     return [*sorted(needles), b"\\u", b"\\/"]
 

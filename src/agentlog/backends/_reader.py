@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
+from .. import _json
 from ..event import Event, comparable_ts, event_from_record
 from ._fs import find_last_newline, open_read
 from ._query import Record, Start, find_start
@@ -165,7 +164,7 @@ class Cursor:
         # in locals stored back after each chunk (while we are suspended, nothing else looks at it), and a
         # line's offset is worked out only for the warning about it. orjson refuses every line parse_line
         # does (a NUL byte is never valid JSON), so only the warning needs parse_line's reason.
-        fd, after, keep, stream, loads = self.fd, self.after, self.keep, self.stream, orjson.loads
+        fd, after, keep, stream, loads = self.fd, self.after, self.keep, self.stream, _json.loads
         assert fd is not None
         prev = self.prev_seq
         got = False
@@ -173,7 +172,7 @@ class Cursor:
             for index, raw in enumerate(lines):
                 try:
                     rec = loads(raw)
-                except orjson.JSONDecodeError:
+                except _json.DecodeError:
                     rec = None
                 if rec.__class__ is not dict:
                     self._warn_malformed(pos + sum(map(len, lines[:index])) + index, raw)
@@ -414,11 +413,11 @@ class _Gather:
 
     def segment(self, fd: int, display: str) -> bool:
         """Read ``fd`` backwards; true once enough is known to number the records."""
-        limit, loads = self.limit, orjson.loads
+        limit, loads = self.limit, _json.loads
         for start, raw in lines_backward(fd, os.fstat(fd).st_size):
             try:
                 rec = loads(raw)  # parse_line, inlined; its reason is only needed for the warning
-            except orjson.JSONDecodeError:
+            except _json.DecodeError:
                 rec = None
             if rec.__class__ is not dict:
                 warn(f"{display}: skipping malformed line at byte {start}: {parse_line(raw)[1]}")

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
+from .. import _json
 
 CHUNK = 1 << 20  # forward reads: big enough for throughput, small enough to keep memory bounded
 BACK_CHUNK = 1 << 13  # first backward read: tail(20) of ~300-byte events should touch two pages
@@ -26,8 +26,8 @@ def parse_line(raw: bytes) -> tuple[dict[str, Any] | None, str]:
     if b"\0" in raw:
         return None, "contains a NUL byte (a torn or zero-filled write)"
     try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        obj = _json.loads(raw)
+    except _json.DecodeError as exc:
         return None, f"not valid JSON ({exc})"
     if not isinstance(obj, dict):
         return None, "not a JSON object"

@@ -10,8 +10,7 @@ import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
 
-import orjson
-
+from .. import _json
 from ..event import Draft, Event, comparable_ts, format_ts
 from ..report import Report
 from . import StreamInfo
@@ -36,7 +35,7 @@ class MemoryBackend:
             for i, draft in enumerate(drafts):
                 line = draft.line(last_seq + 1 + i, ts)
                 # Store a parsed copy, so a caller mutating its dict afterwards cannot rewrite history.
-                stored = Event.from_record(orjson.loads(line), stream=stream, seq=last_seq + 1 + i)
+                stored = Event.from_record(_json.loads(line), stream=stream, seq=last_seq + 1 + i)
                 events.append((stored, len(line)))
                 out.append(draft.event(last_seq + 1 + i, ts))
             self._changed.notify_all()
@@ -108,4 +107,4 @@ class MemoryBackend:
 
 
 def _copy(event: Event) -> Event:
-    return Event.from_record(orjson.loads(event.to_json()), stream=event.stream, seq=event.seq)
+    return Event.from_record(_json.loads(event.to_json()), stream=event.stream, seq=event.seq)

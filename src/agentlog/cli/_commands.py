@@ -12,8 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
+from .. import _json
 from ..errors import InvalidEvent
 from ..event import Event
 from ..log import open_log
@@ -29,6 +28,7 @@ _JSON_WHERE = re.compile(r": line \d+ column (\d+) \(char \d+\)$")
 # --- append -----------------------------------------------------------------------------------------------
 
 def append(args: argparse.Namespace) -> int:
+    _json.use_stdlib()  # one event per process: not worth orjson's 18 ms import (see agentlog._json)
     if args.type == "-":
         return _append_batch(args)
     data = _parse_data(args.data)
@@ -56,8 +56,8 @@ def _parse_data(text: str | None) -> dict[str, Any]:
     if text is None:
         return {}
     try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
+        value = _json.loads(text)
+    except _json.DecodeError as exc:
         raise UsageError(f"--data is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise UsageError(f"--data must be a JSON object, got {_json_kind(value)}")
@@ -76,8 +76,8 @@ def _append_batch(args: argparse.Namespace) -> int:
         if not raw.strip():
             continue
         try:
-            item = orjson.loads(raw.rstrip())
-        except orjson.JSONDecodeError as exc:
+            item = _json.loads(raw.rstrip())
+        except _json.DecodeError as exc:
             # orjson counts lines and columns within the text it was given, which here is the one line.
             why = _JSON_WHERE.sub(r" at column \1", str(exc))
             raise UsageError(f"stdin line {line_no}: not valid JSON: {why}; nothing was appended") from None

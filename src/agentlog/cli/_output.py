@@ -9,8 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import orjson
-
+from .. import _json
 from ..event import Event
 
 __all__ = ["clean", "dumps", "event_line", "write_event", "write_line"]
@@ -26,7 +25,7 @@ def clean(text: str) -> str:
 
 
 def dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    return _json.dumps(value).decode()
 
 
 def event_line(ev: Event) -> str:
