@@ -207,7 +207,8 @@ def locked(fd: int, *, timeout: float, display: str) -> Iterator[None]:
         unlock(fd)
 
 
-def write_all(fd: int, data: bytes, size: int, display: str) -> None:
+def write_all(fd: int, data: bytes, size: int, display: str,
+              what: str = "write failed; nothing was appended") -> None:
     """Append ``data`` at ``size`` (the file's size under the lock); on any failure, truncate back."""
     try:
         written = os.write(fd, data)
@@ -220,7 +221,7 @@ def write_all(fd: int, data: bytes, size: int, display: str) -> None:
             written += n
     except OSError as exc:
         rollback(fd, size)
-        raise StorageError.from_oserror(exc, "write failed; nothing was appended", display) from None
+        raise StorageError.from_oserror(exc, what, display) from None
 
 
 def reserve(fd: int, offset: int, length: int, display: str) -> None:

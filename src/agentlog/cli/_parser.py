@@ -31,6 +31,9 @@ examples:
   agentlog query --type question --since 2026-11-22T00:00:00Z --json
   agentlog streams
   agentlog verify
+  agentlog snapshot conv-7 --keep 3 --watch
+  agentlog summary conv-7
+  agentlog init
   agentlog spool status
   agentlog stress --procs 10 --events 100 --size 10240"""
 
@@ -176,6 +179,41 @@ def build_parser() -> Parser:
                 "PATH:LINE: WHAT and exits 1 if there is any. Warnings (such as lines from a\n"
                 "foreign writer) are printed too but do not fail.")
     p.add_argument("check", metavar="STREAM", nargs="*", help="a stream to check (default: every stream)")
+
+    # --- snapshot -------------------------------------------------------------------------------------
+    p = command("snapshot", "_views:snapshot", "render communication.md and archive.md from a stream",
+                "Group STREAM's events by interaction number and write the last KEEP\n"
+                "interactions to communication.md and every older one to archive.md, in\n"
+                "OUT (default ROOT/snapshots/STREAM/). Files are replaced atomically, the\n"
+                "previous version kept as .bak; each records the seq it was built through\n"
+                "and a sha256 of its body. An event without an interaction number belongs\n"
+                "to the interaction before it. With --watch, render again within a second\n"
+                "of every append (across rotations) until Ctrl-C.")
+    p.add_argument("stream", metavar="STREAM", help="the stream to render, e.g. conv-7")
+    p.add_argument("--keep", metavar="K", type=_non_negative, default=3,
+                   help="how many of the latest interactions go to communication.md (default: 3)")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="write the two files here (default: ROOT/snapshots/STREAM/)")
+    p.add_argument("--watch", action="store_true", help="keep rendering as the stream grows; Ctrl-C stops")
+
+    # --- summary --------------------------------------------------------------------------------------
+    p = command("summary", "_views:summary", "summarise a stream into markdown addressed by its sha256",
+                "Summarise STREAM (bullets grouped by event type, deterministic) and write\n"
+                "ROOT/summaries/STREAM.md plus the immutable copy\n"
+                "ROOT/summaries/sha256/<summary_ref>.md; print the path (with --json, the\n"
+                "summary record: summary_ref, covers, counts, markdown, path).")
+    p.add_argument("stream", metavar="STREAM", help="the stream to summarise")
+    p.add_argument("--summariser", metavar="MODULE:FUNC", default=None,
+                   help="use this callable (conversation_id, events) -> markdown instead of the default")
+    p.add_argument("--no-write", action="store_true",
+                   help="print the markdown (or --json record) without writing any file")
+
+    # --- init -----------------------------------------------------------------------------------------
+    p = command("init", "_views:init", "create a root's layout (safe to run again)",
+                "Create DIR (default: --root, $AGENTLOG_ROOT, else ./.agentlog) with logs/,\n"
+                "summaries/, archive/ and tasks.graph.json holding {\"tasks\": []}. Whatever\n"
+                "exists is left as it is: running it again changes nothing.")
+    p.add_argument("dir", metavar="DIR", nargs="?", default=None, help="the root to set up")
 
     # --- spool ----------------------------------------------------------------------------------------
     p = command("spool", "_spool:spool", "show or replay events waiting in the offline spool",
