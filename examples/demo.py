@@ -13,8 +13,9 @@ Four agents run at the same time, each in its own process:
 * ``helper-odd`` and ``helper-even`` use the Python library: they ``follow`` ``team-chat`` live and answer
   each question of their parity with the same interaction number, noting each answer in their ledger.
 
-Then the demo runs ``agentlog tail``, ``agentlog query --type``, ``agentlog streams`` and ``agentlog verify``
-on the result, printing each command first so you can run them yourself.
+Then the demo runs ``agentlog tail``, ``agentlog query --type``, ``agentlog streams``, ``agentlog verify``,
+``agentlog snapshot`` (communication.md / archive.md) and ``agentlog summary`` on the result, printing each
+command first so you can run them yourself.
 """
 
 from __future__ import annotations
@@ -154,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         status |= show(args.root, "query", "--type", "answer", "--json", "--stream", CHAT)
         status |= show(args.root, "streams")
         status |= show(args.root, "verify")
+        status |= show(args.root, "snapshot", CHAT, "--keep", "2")
+        communication = os.path.join(args.root, "snapshots", CHAT, "communication.md")
+        print(f"$ head -n 12 {shlex.quote(communication)}")
+        with open(communication, encoding="utf-8") as f:
+            print("".join(f.readlines()[:12]))
+        status |= show(args.root, "summary", CHAT)
         print("\nthe log is plain JSONL; look at it with any tool, e.g.:")
         print(f"$ tail -n 2 {shlex.quote(os.path.join(args.root, 'logs', CHAT + '.jsonl'))}")
         with open(os.path.join(args.root, "logs", CHAT + ".jsonl"), encoding="utf-8") as f:
