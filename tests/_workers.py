@@ -217,10 +217,22 @@ def replay_spool(root: str, spool_dir: str, out: str, go: str | None = None) -> 
     Path(out).write_text(json.dumps(report.to_dict()))
 
 
+def ledger_loop(root: str, agent: str, worker: int, tasks: int, go: str | None = None) -> None:
+    """Run ``tasks`` task_start/task_result pairs on ``agent``'s ledger."""
+    from agentlog.ledger import open_ledger
+
+    _wait_for(go)
+    with open_ledger(root, spool_dir=False) as led:
+        for i in range(tasks):
+            led.write(agent, "task_start", task=f"w{worker}-{i}")
+            led.write(agent, "task_result", task=f"w{worker}-{i}", data={"exit_code": 0})
+
+
 def main(argv: list[str]) -> None:
     name, kwargs = argv[0], json.loads(argv[1])
     func = {"append_loop": append_loop, "follow_stream": follow_stream, "stream_op": stream_op,
-            "append_past_file_size_limit": append_past_file_size_limit, "replay_spool": replay_spool}[name]
+            "append_past_file_size_limit": append_past_file_size_limit, "replay_spool": replay_spool,
+            "ledger_loop": ledger_loop}[name]
     func(**kwargs)
 
 

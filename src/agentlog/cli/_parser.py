@@ -34,6 +34,8 @@ examples:
   agentlog snapshot conv-7 --keep 3 --watch
   agentlog summary conv-7
   agentlog init
+  agentlog ledger write --agent alice task_start --task T-1
+  agentlog status
   agentlog spool status
   agentlog stress --procs 10 --events 100 --size 10240"""
 
@@ -214,6 +216,54 @@ def build_parser() -> Parser:
                 "summaries/, archive/ and tasks.graph.json holding {\"tasks\": []}. Whatever\n"
                 "exists is left as it is: running it again changes nothing.")
     p.add_argument("dir", metavar="DIR", nargs="?", default=None, help="the root to set up")
+
+    # --- ledger ---------------------------------------------------------------------------------------
+    p = command("ledger", "_ledger:ledger", "write an event to an agent's ledger (updates its status.json)",
+                "Append TYPE to the ledger of AGENT (the stream ledger/AGENT, one file per\n"
+                "day: logs/ledger/AGENT/YYYY-MM-DD.jsonl) and bring ROOT/agents/AGENT/\n"
+                "status.json up to date. TYPE is task_start, task_result (needs\n"
+                "data.exit_code), error (needs data.message), heartbeat or state_change\n"
+                "(needs data.state: idle, busy, error or offline). Prints the event's id.")
+    p.add_argument("action", metavar="ACTION", choices=("write",), help="write: append one ledger event")
+    p.add_argument("type", metavar="TYPE", help="task_start, task_result, error, heartbeat or state_change")
+    p.add_argument("--agent", metavar="A", required=True, help="the agent whose ledger this is")
+    p.add_argument("--task", metavar="ID", default=None, help="the task the event belongs to")
+    p.add_argument("--data", metavar="JSON", default=None, help="the event's data as a JSON object")
+    p.add_argument("--redact", action="store_true",
+                   help="replace secrets in --data with [REDACTED:<rule>] before writing")
+
+    p = command("heartbeat", "_ledger:heartbeat", "record that an agent is alive",
+                "Append a heartbeat to AGENT's ledger. With --next-due N the agent promises\n"
+                "its next heartbeat within N seconds; 'agentlog status' calls it stale once\n"
+                "that deadline (plus a grace period) has passed.")
+    p.add_argument("--agent", metavar="A", required=True, help="the agent")
+    p.add_argument("--next-due", metavar="SECONDS", type=float, default=None,
+                   help="the next heartbeat will come within this many seconds")
+    p.add_argument("--task", metavar="ID", default=None, help="the task it is working on, if any")
+
+    p = command("status", "_ledger:status", "show agents' state and liveness from their ledgers",
+                "Show every agent (or AGENT): state, task, since when, last heartbeat, and\n"
+                "liveness: alive, stale (missed the deadline its own last heartbeat declared,\n"
+                "plus a grace period), offline, or unknown (no deadline declared). Each\n"
+                "status.json is caught up with its ledger first; --rebuild recreates them\n"
+                "all from the ledgers.")
+    p.add_argument("agent", metavar="AGENT", nargs="?", default=None, help="only this agent")
+    p.add_argument("--rebuild", action="store_true", help="recreate every status.json from the ledgers")
+    p.add_argument("--grace", metavar="SECONDS", type=float, default=None,
+                   help="grace after a missed deadline (default: half the declared interval, 5-300 s)")
+
+    p = command("schema", "_ledger:schema", "print a JSON Schema: event, ledger or status",
+                "Print the JSON Schema (draft 2020-12) of an event line, a ledger event or\n"
+                "a status.json file.")
+    p.add_argument("name", metavar="NAME", choices=("event", "ledger", "status"), help="event, ledger or status")
+
+    p = command("validate", "_ledger:validate", "check JSONL files (or status.json files) against the schemas",
+                "Check every line of each FILE against the event schema (lines of a ledger/\n"
+                "stream against the ledger schema): required fields, types, RFC 3339\n"
+                "timestamps with an offset. With --status, check status.json files. Prints\n"
+                "PATH:LINE: PROBLEM per problem; exit 1 if there is any, else 0.")
+    p.add_argument("files", metavar="FILE", nargs="+", help="a file to check")
+    p.add_argument("--status", action="store_true", help="the files are status.json files")
 
     # --- spool ----------------------------------------------------------------------------------------
     p = command("spool", "_spool:spool", "show or replay events waiting in the offline spool",

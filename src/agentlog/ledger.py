@@ -1,0 +1,213 @@
+"""Agent ledgers (003): one stream per agent, and ``status.json`` as a view of it.
+
+Each agent's ledger is the stream ``ledger/<agent>`` with daily segments (``logs/ledger/<agent>/
+YYYY-MM-DD.jsonl``), holding ``task_start``, ``task_result``, ``error``, ``heartbeat`` and ``state_change``
+events (:mod:`agentlog.schemas` documents them). ``agents/<agent>/status.json`` is folded from the ledger:
+after every write, under a lock beside it, the events after the ``through_seq`` it records are applied and the
+file is replaced atomically. Every transition is in the log first, so a crash between the append and the view
+write leaves a stale view that the next write or read catches up, never a lost transition; ``rebuild``
+recreates it from the ledger alone.
+
+States: ``task_start`` -> ``busy`` (with the task id); ``task_result`` -> ``idle``; ``error`` -> ``error``;
+``state_change`` -> the state it names; a heartbeat brings an ``offline`` agent back to ``idle``. Liveness is
+judged against each agent's own promise: a heartbeat declares when the next one is due (``next_due``), and
+the agent is stale once that time plus a grace period has passed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from . import _json
+from ._viewfile import open_view_dir, read_file, replace_file, view_lock
+from .errors import InvalidEvent, InvalidStreamName
+from .event import Event, format_ts, parse_ts
+from .names import validate_stream_name
+from .schemas import LEDGER_TYPES, STATES
+
+if TYPE_CHECKING:
+    from .log import EventLog
+    from .redact import Redactor
+
+__all__ = ["Ledger", "fold", "ledger_stream", "liveness", "open_ledger"]
+
+PREFIX = "ledger"
+#: Grace after a missed heartbeat deadline: half the declared interval, within these bounds (seconds).
+GRACE_MIN, GRACE_MAX = 5.0, 300.0
+
+
+def ledger_stream(agent: str) -> str:
+    """``ledger/<agent>``; the agent's name is one stream-name segment (no ``/``)."""
+    if not isinstance(agent, str) or "/" in agent:
+        raise InvalidStreamName(f"an agent name is one segment of a stream name (no '/'), got {agent!r}")
+    return validate_stream_name(f"{PREFIX}/{agent}")
+
+
+def open_ledger(root: str | os.PathLike[str] | None = None, **options: Any) -> Ledger:
+    """A :class:`Ledger` on the log at ``root`` (default: ``$AGENTLOG_ROOT``, else ``./.agentlog``), opened
+    with daily rotation so a new ledger's files are ``YYYY-MM-DD.jsonl``; ``options`` go to ``open_log``."""
+    from .log import open_log
+
+    options.setdefault("rotate", "daily")
+    return Ledger(open_log(root, **options))
+
+
+class Ledger:
+    """Writes ledger events and keeps each agent's ``status.json`` caught up."""
+
+    def __init__(self, log: EventLog) -> None:
+        if not log.root or log.root.startswith("memory:"):
+            raise ValueError("a ledger needs a log on disk: status.json lives under its root")
+        self.log = log
+
+    # --- writing -------------------------------------------------------------------------------------
+
+    def write(self, agent: str, type: str, *, task: str | None = None, data: Mapping[str, Any] | None = None,
+              redactor: Redactor | None = None) -> Event:
+        """Append one ledger event (``redactor``: remove secrets from ``data`` first) and update
+        ``status.json``. An event the root could not take is spooled (``event.spooled``) and reaches
+        ``status.json`` once it is replayed."""
+        stream = ledger_stream(agent)
+        if type not in LEDGER_TYPES:
+            raise InvalidEvent(f"a ledger event's type is one of {', '.join(LEDGER_TYPES)}, got {type!r}")
+        if task is not None and (not isinstance(task, str) or not task):
+            raise InvalidEvent(f"task must be a non-empty string, got {task!r}")
+        payload = dict(data or {})
+        if type == "state_change" and payload.get("state") not in STATES:
+            raise InvalidEvent(f"a state_change needs data.state, one of {', '.join(STATES)}")
+        if type == "error" and not isinstance(payload.get("message"), str):
+            raise InvalidEvent("an error event needs data.message (a string)")
+        if type == "task_result" and (not isinstance(payload.get("exit_code"), int)
+                                      or isinstance(payload.get("exit_code"), bool)):
+            raise InvalidEvent("a task_result needs data.exit_code (an integer)")
+        fields: dict[str, Any] = {}
+        if redactor is not None:
+            payload, redactions = redactor.redact(payload)
+            if redactions:
+                fields["redactions"] = redactions
+        ev = self.log.append(stream, type, actor=agent, data=payload, task=task, **fields)
+        if not ev.spooled:
+            self.status(agent)
+        return ev
+
+    def heartbeat(self, agent: str, *, next_due: float | None = None, task: str | None = None) -> Event:
+        """A heartbeat; ``next_due`` (seconds) promises the next one within that time."""
+        data: dict[str, Any] = {}
+        if next_due is not None:
+            if not next_due > 0:
+                raise ValueError("next_due must be a positive number of seconds")
+            data["interval_s"] = next_due
+            data["next_due"] = format_ts(time.time_ns() + int(next_due * 1e9))
+        return self.write(agent, "heartbeat", task=task, data=data)
+
+    # --- status.json ---------------------------------------------------------------------------------
+
+    def status(self, agent: str, *, rebuild: bool = False) -> dict[str, Any]:
+        """The agent's status, caught up with its ledger (and written to ``status.json`` if it was behind)."""
+        stream = ledger_stream(agent)
+        dir_fd = open_view_dir(self.log.root, ["agents", agent])
+        path = os.path.join(self.log.root, "agents", agent, "status.json")
+        try:
+            with view_lock(dir_fd, ".status.lock", timeout=30.0, display=path):
+                current = None if rebuild else _load_status(read_file(dir_fd, "status.json", path))
+                after = current["through_seq"] if current else 0
+                new = fold(current, self.log.read(stream, after=after), agent=agent)
+                if new != current or rebuild:
+                    replace_file(dir_fd, "status.json", _json.dumps(new) + b"\n", display=path, backup=False)
+                return new
+        finally:
+            os.close(dir_fd)
+
+    def agents(self) -> list[str]:
+        """Every agent with a ledger, sorted."""
+        prefix = PREFIX + "/"
+        return sorted(name[len(prefix):] for name in self.log.streams()
+                      if name.startswith(prefix) and "/" not in name[len(prefix):])
+
+    def statuses(self) -> list[dict[str, Any]]:
+        return [self.status(agent) for agent in self.agents()]
+
+    def rebuild(self) -> list[dict[str, Any]]:
+        """Recreate every ``status.json`` from the ledgers alone."""
+        return [self.status(agent, rebuild=True) for agent in self.agents()]
+
+    def close(self) -> None:
+        self.log.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def fold(status: Mapping[str, Any] | None, events: Iterable[Event], *, agent: str) -> dict[str, Any]:
+    """Apply ledger ``events`` (in seq order) to ``status`` (``None``: a new agent). Pure."""
+    out: dict[str, Any] = dict(status) if status else {
+        "agent": agent, "state": "idle", "task": None, "since": None, "last_heartbeat": None,
+        "next_heartbeat_due": None, "last_error": None, "through_seq": 0, "last_event": None}
+    for ev in events:
+        if ev.seq <= out["through_seq"]:
+            continue
+        state = out["state"]
+        task = ev.extra.get("task") if isinstance(ev.extra.get("task"), str) else None
+        if ev.type == "task_start":
+            state, out["task"] = "busy", task
+        elif ev.type == "task_result":
+            state, out["task"] = "idle", None
+        elif ev.type == "error":
+            state = "error"
+            message = ev.data.get("message")
+            out["last_error"] = {"ts": ev.ts, "message": message if isinstance(message, str) else "",
+                                 "task": task}
+        elif ev.type == "state_change" and ev.data.get("state") in STATES:
+            state = ev.data["state"]
+            if state != "busy":
+                out["task"] = None
+        elif ev.type == "heartbeat":
+            out["last_heartbeat"] = ev.ts
+            due = ev.data.get("next_due")
+            out["next_heartbeat_due"] = due if isinstance(due, str) else None
+            if state == "offline":
+                state = "idle"
+        if state != out["state"] or out["since"] is None:
+            out["since"] = ev.ts
+        out["state"] = state
+        out["through_seq"] = ev.seq
+        out["last_event"] = ev.ts
+    return out
+
+
+def liveness(status: Mapping[str, Any], *, now: datetime | None = None,
+             grace: float | None = None) -> str:
+    """``"alive"``, ``"stale"`` (its own heartbeat deadline plus grace has passed), ``"offline"`` (it said so)
+    or ``"unknown"`` (it never declared a deadline)."""
+    if status.get("state") == "offline":
+        return "offline"
+    due = status.get("next_heartbeat_due")
+    if not isinstance(due, str):
+        return "unknown"
+    due_at = datetime.fromisoformat(parse_ts(due))
+    if grace is None:
+        last = status.get("last_heartbeat")
+        interval = (due_at - datetime.fromisoformat(parse_ts(last))).total_seconds() if isinstance(last, str) else 0
+        grace = min(GRACE_MAX, max(GRACE_MIN, interval / 2))
+    current = now or datetime.now(UTC)
+    return "stale" if current > due_at + timedelta(seconds=grace) else "alive"
+
+
+def _load_status(data: bytes | None) -> dict[str, Any] | None:
+    """The status on disk, or ``None`` when missing or unusable (it is then rebuilt from the ledger)."""
+    if data is None:
+        return None
+    try:
+        value = _json.loads(data)
+    except _json.DecodeError:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("through_seq"), int):
+        return None
+    return value

@@ -1,0 +1,188 @@
+"""Agent ledgers, status.json as their view, liveness, schemas and `agentlog validate`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from _workers import finish, spawn
+
+import agentlog
+from agentlog import InvalidEvent, InvalidStreamName
+from agentlog.ledger import Ledger, fold, liveness, open_ledger
+from agentlog.validate import validate_files, validate_record
+
+
+@pytest.fixture
+def led(tmp_path: Path) -> Ledger:
+    return open_ledger(tmp_path / "root", spool_dir=False)
+
+
+def status_file(led: Ledger, agent: str) -> dict[str, object]:
+    return json.loads((Path(led.log.root) / "agents" / agent / "status.json").read_text())
+
+
+def test_a_ledger_is_a_daily_stream_and_status_follows_every_transition(led: Ledger) -> None:
+    root = Path(led.log.root)
+    led.write("alice", "task_start", task="T-1", data={"command": ["make", "test"]})
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    assert (root / "logs" / "ledger" / "alice" / f"{today}.jsonl").exists()
+    first = status_file(led, "alice")
+    assert (first["state"], first["task"], first["through_seq"]) == ("busy", "T-1", 1)
+    led.write("alice", "task_result", task="T-1", data={"exit_code": 0})
+    assert (status_file(led, "alice")["state"], status_file(led, "alice")["task"]) == ("idle", None)
+    led.write("alice", "error", task="T-2", data={"message": "disk on fire"})
+    st = status_file(led, "alice")
+    assert st["state"] == "error" and st["last_error"]["message"] == "disk on fire"  # type: ignore[index]
+    led.write("alice", "state_change", data={"state": "offline"})
+    assert status_file(led, "alice")["state"] == "offline"
+    led.heartbeat("alice", next_due=60)
+    st = status_file(led, "alice")
+    assert st["state"] == "idle" and st["last_heartbeat"] and st["next_heartbeat_due"]
+    assert st["through_seq"] == 5 and st["since"] == st["last_heartbeat"]
+    assert validate_record(st, "status") == []
+    assert led.agents() == ["alice"]
+
+
+def test_ledger_events_are_checked_before_writing(led: Ledger) -> None:
+    for kind, data in [("lunch", {}), ("task_result", {}), ("task_result", {"exit_code": True}),
+                       ("error", {"msg": "x"}), ("state_change", {"state": "sleepy"})]:
+        with pytest.raises(InvalidEvent):
+            led.write("alice", kind, data=data)
+    with pytest.raises(InvalidStreamName):
+        led.write("team/alice", "heartbeat")
+    with pytest.raises(InvalidStreamName):
+        led.write("../x", "heartbeat")
+    assert led.log.streams() == []
+
+
+def test_a_crash_between_append_and_view_write_leaves_a_stale_view_that_catches_up(led: Ledger) -> None:
+    """Appending to the ledger without updating status.json is exactly what a crash after the append leaves:
+    the next read catches up, and a rebuild from the ledger alone gives the same status."""
+    led.write("bob", "task_start", task="A")
+    led.log.append("ledger/bob", "task_result", actor="bob", task="A", data={"exit_code": 3})
+    led.log.append("ledger/bob", "task_start", actor="bob", task="B")
+    assert status_file(led, "bob")["through_seq"] == 1, "the view should be stale here"
+    caught_up = led.status("bob")
+    assert (caught_up["state"], caught_up["task"], caught_up["through_seq"]) == ("busy", "B", 3)
+    assert status_file(led, "bob") == caught_up
+    (Path(led.log.root) / "agents" / "bob" / "status.json").write_text("{ torn")
+    assert led.rebuild() == [caught_up]
+    assert fold(None, led.log.read("ledger/bob"), agent="bob") == caught_up
+
+
+def test_many_processes_updating_one_agent_never_lose_a_transition_or_tear_the_file(
+        tmp_path: Path, fault_procs: list[subprocess.Popen[bytes]]) -> None:
+    root = tmp_path / "root"
+    path = root / "agents" / "crew" / "status.json"
+    go = tmp_path / "go"
+    procs = [spawn("ledger_loop", root=str(root), agent="crew", worker=w, tasks=15, go=str(go)) for w in range(6)]
+    fault_procs.extend(procs)
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def read_constantly() -> None:
+        while not stop.is_set():
+            try:
+                text = path.read_text()
+            except FileNotFoundError:
+                continue
+            try:
+                json.loads(text)
+            except ValueError:
+                seen.append(text)
+
+    reader = threading.Thread(target=read_constantly)
+    reader.start()
+    go.touch()
+    try:
+        for proc in procs:
+            finish(proc, timeout=120)
+    finally:
+        stop.set()
+        reader.join()
+    assert seen == [], f"a reader saw invalid JSON: {seen[:1]!r}"
+    st = json.loads(path.read_text())
+    assert st["through_seq"] == 6 * 15 * 2 and st["state"] == "idle" and st["task"] is None
+    with open_ledger(root, spool_dir=False) as again:
+        assert fold(None, again.log.read("ledger/crew"), agent="crew") == st
+
+
+def test_liveness_follows_each_agents_own_deadline() -> None:
+    beat = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    fast = {"state": "idle", "last_heartbeat": "2026-11-22T10:00:00Z", "next_heartbeat_due": "2026-11-22T10:00:10Z"}
+    slow = {"state": "idle", "last_heartbeat": "2026-11-22T10:00:00Z", "next_heartbeat_due": "2026-11-22T11:00:00Z"}
+    at = beat + timedelta(seconds=16)  # 10 s interval: grace 5 s, so stale after 15 s
+    assert liveness(fast, now=at) == "stale" and liveness(slow, now=at) == "alive"
+    assert liveness(fast, now=beat + timedelta(seconds=14)) == "alive"
+    assert liveness(fast, now=at, grace=60) == "alive"
+    assert liveness({**fast, "state": "offline"}, now=at) == "offline"
+    assert liveness({"state": "idle", "next_heartbeat_due": None}) == "unknown"
+
+
+def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AGENTLOG_SPOOL": "off"}
+    return subprocess.run([sys.executable, "-m", "agentlog", "--root", str(root), *args], capture_output=True,
+                          text=True, timeout=60, env=env)
+
+
+def test_the_ledger_commands(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    assert cli(root, "ledger", "write", "--agent", "ann", "task_start", "--task", "T9").returncode == 0
+    res = cli(root, "ledger", "write", "--agent", "ann", "error", "--redact",
+              "--data", '{"message": "login failed for https://ann:hunter2hunter2@db.example.com"}')
+    assert res.returncode == 0
+    assert "hunter2hunter2" not in "".join(p.read_text() for p in (root / "logs").rglob("*.jsonl"))
+    assert cli(root, "heartbeat", "--agent", "ann", "--next-due", "30").returncode == 0
+    table = cli(root, "status").stdout.splitlines()
+    assert table[0].split()[:3] == ["AGENT", "STATE", "TASK"] and table[1].split()[:2] == ["ann", "error"]
+    [row] = [json.loads(line) for line in cli(root, "status", "ann", "--json").stdout.splitlines()]
+    assert row["liveness"] == "alive" and row["last_error"]["message"].endswith("@db.example.com")
+    assert cli(root, "status", "nobody").returncode == 1
+    assert cli(root, "ledger", "write", "--agent", "ann", "nap").returncode == 2
+    rebuilt = cli(root, "status", "--rebuild", "--json")
+    assert rebuilt.returncode == 0 and json.loads(rebuilt.stdout)["through_seq"] == 3
+
+
+def test_validate_accepts_what_agentlog_writes_and_names_each_problem(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    with open_ledger(root, spool_dir=False) as led:
+        led.write("ann", "task_start", task="T1")
+        led.write("ann", "task_result", task="T1", data={"exit_code": 1, "duration_s": 0.5})
+    agentlog.open_log(root).append("conv", "question", data={"content": "hi"})
+    files = [str(p) for p in (root / "logs").rglob("*.jsonl")]
+    assert list(validate_files(files)) == []
+    status = root / "agents" / "ann" / "status.json"
+    assert list(validate_files([status], status=True)) == []
+    good = json.loads(Path(files[0]).read_text().splitlines()[0])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join([
+        json.dumps({**good, "ts": "2026-11-22T10:00:00"}),                       # no offset
+        "{not json",
+        json.dumps({k: v for k, v in good.items() if k != "id"}),               # missing id
+        json.dumps({**good, "stream": "ledger/ann", "type": "task_result", "actor": "ann", "data": {}}),
+        json.dumps({**good, "seq": "7"}),
+    ]) + "\n")
+    problems = list(validate_files([bad]))
+    assert [p.line for p in problems] == [1, 2, 3, 4, 5]
+    assert "date-time" in problems[0].what and "JSON" in problems[1].what and "'id'" in problems[2].what
+    assert "exit_code" in problems[3].what and "seq" in problems[4].what
+    res = cli(root, "validate", str(bad))
+    assert res.returncode == 1 and res.stdout.splitlines()[0].startswith(f"{bad}:1: ")
+    assert cli(root, "validate", *files).returncode == 0
+    status.write_text('{"agent": "ann", "state": "napping"}')
+    res = cli(root, "validate", "--status", str(status))
+    assert res.returncode == 1 and "napping" in res.stdout
+
+
+def test_schema_prints_each_schema(tmp_path: Path) -> None:
+    for name in ("event", "ledger", "status"):
+        res = cli(tmp_path, "schema", name)
+        assert res.returncode == 0 and json.loads(res.stdout)["$id"] == f"agentlog:{name}"
+    assert cli(tmp_path, "schema", "nope").returncode == 2
