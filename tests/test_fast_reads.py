@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentlog import open_log
-from agentlog.backends import _query
-from agentlog.backends._query import PROBE_SPAN
+from agentlog.backends import _query, _reader
+from agentlog.backends._query import PROBE_SPAN, AtOrAfter
 from agentlog.event import ENVELOPE_FIELDS, Event, comparable_ts, parse_ts
 from agentlog.log import EventLog
 from agentlog.testing import json_values
@@ -401,6 +401,115 @@ def test_a_rotation_between_listing_and_opening_the_next_segment_loses_nothing(t
     other.close()
 
 
+def _odd_stream() -> bytes:
+    """Own lines with one ts each (as single appends write them), among lines whose seq is not a positive
+    integer (a float, a bool, a string, null, zero, negative), JSON that is not an object, and garbage."""
+    odd = [b'{"seq": 2.5, "ts": "%s"}', b'{"seq": true, "ts": "%s"}', b'{"seq": "7", "ts": "%s"}',
+           b'{"seq": null, "ts": "%s"}', b'{"seq": 0, "ts": "%s"}', b'{"seq": -3, "ts": "%s"}',
+           b'[1, "%s"]', b'"%s"', b"3", b"null", b"garbage %s"]
+    lines = []
+    seq = 0
+    for i in range(120):
+        if i % 9 == 4:
+            line = odd[(i // 9) % len(odd)]
+            lines.append((line % ts_at(i).encode() if b"%s" in line else line) + b"\n")
+            if line.startswith(b"{"):
+                seq += 1  # an object without an integer seq takes the next one; anything else takes none
+            if i % 2:
+                continue
+        seq += 1
+        lines.append(own(seq, ts_at(i)))
+    return b"".join(lines)
+
+
+@pytest.mark.parametrize("parse_chunk", [40, 300, 2000, _reader.PARSE_CHUNK])
+def test_reads_number_odd_seqs_like_the_oracle_in_chunks_of_any_size(tmp_path: Path, parse_chunk: int) -> None:
+    """Lines whose seq is not a positive integer, or that are not objects, make their chunk be read line by
+    line: read, read(after) and since equal what the oracle finds in the files, whichever chunks hold them."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "s.jsonl").write_bytes(_odd_stream())
+    log = open_log(tmp_path)
+    expected = oracle(tmp_path, "s")
+    assert sum(e["id"] is None for e in expected) >= 4  # objects whose seq is not an integer are there
+    logging.getLogger("agentlog").setLevel(logging.ERROR)
+    try:
+        with mock.patch.object(_reader, "PARSE_CHUNK", parse_chunk):
+            assert dicts(log.read("s")) == expected
+            for after in (0, 1, 5, 37, 38, 90, 200):
+                assert dicts(log.read("s", after=after)) == [e for e in expected if e["seq"] > after], after
+            for cut in cut_points(log, "s"):
+                want = [e for e in expected if e["ts"] is not None and (c := comparable_ts(e["ts"])) is not None
+                        and c >= cut]
+                assert dicts(log.since(cut, streams=["s"])) == want, cut
+    finally:
+        logging.getLogger("agentlog").setLevel(logging.NOTSET)
+
+
+def test_since_over_single_appends_with_an_old_foreign_stamp_among_them(tmp_path: Path) -> None:
+    """Events appended one at a time (a distinct ts each, many per chunk), with foreign lines stamped long
+    before their neighbours or in other forms (an offset, no fraction): since equals the oracle's filter at
+    every cut."""
+    lines = []
+    seq = 0
+    for i in range(400):
+        seq += 1
+        lines.append(own(seq, ts_at(i, 1000 * (i % 7))))
+        if i % 50 == 25:
+            seq += 1
+            lines.append(_foreign("old", ts=ts_at(i - 20)))  # among canonical stamps, earlier than most cuts
+        if i % 50 == 30:
+            seq += 1
+            lines.append(_foreign("offset", ts=(BASE + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S+00:00")))
+        if i % 50 == 35:
+            seq += 1
+            lines.append(_foreign("whole", timestamp=ts_at(i)[:19] + "Z"))
+    write_segments(tmp_path, [b"".join(lines)])
+    log = open_log(tmp_path)
+    expected = oracle(tmp_path, "s")
+    assert dicts(log.read("s")) == expected
+    for cut in cut_points(log, "s")[::3]:
+        want = [e for e in expected if e["ts"] is not None and (c := comparable_ts(e["ts"])) is not None
+                and c >= cut]
+        assert dicts(log.since(cut, streams=["s"])) == want, cut
+
+
+STAMP_POOL = [ts_at(s, m) for s in (0, 1, 2) for m in (0, 1, 999999)] + [
+    "2026-03-01T12:00:01+02:00",  # earlier than it looks as a string
+    "2026-03-01T10:00:01Z", "2026-03-01T10:00:01.5Z", "2026-03-01 10:00:01.000000Z", "not a time", "",
+    ts_at(1).replace("2", "\u0662"),  # digits \\d takes, and a string compare puts after every ASCII one
+    ts_at(1)[:-1], "Z" + ts_at(1),  # 26 and 28 characters: joined in this order, two stamps' worth of shape
+    None,
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(stamps=st.lists(st.sampled_from(STAMP_POOL), unique=True, max_size=len(STAMP_POOL)),
+       since=st.sampled_from([ts_at(0), ts_at(1), ts_at(1, 1), ts_at(2, 999999)]))
+def test_keep_all_agrees_with_each_stamp_alone(stamps: list[str | None], since: str) -> None:
+    """AtOrAfter.keep_all, which decides many stamps at once, says yes exactly when every stamp alone is at
+    or after since (as comparable_ts has it), whatever forms and lengths the stamps come in and whatever
+    their order; so do the record and ts tests."""
+    def alone(ts: str | None) -> bool:
+        return ts is not None and (c := comparable_ts(ts)) is not None and c >= since
+
+    assert AtOrAfter(since).keep_all(stamps) == all(map(alone, stamps))
+    many = [ts_at(3, m) for m in range(20)]  # enough canonical stamps for the joined check to run
+    assert AtOrAfter(since).keep_all(many + stamps) == all(map(alone, stamps))
+    at = AtOrAfter(since)
+    assert [at.ts_ok(ts) for ts in stamps] == [alone(ts) for ts in stamps]
+    assert [at({"ts": ts}) for ts in stamps] == [alone(ts) for ts in stamps]
+
+
+def test_keep_all_refuses_stamps_that_only_line_up_when_joined() -> None:
+    """A 26- and a 28-character stamp, joined in this order, spell two canonical stamps: keep_all must not
+    take them for canonical (the second is no time at all)."""
+    since = ts_at(0)
+    odd = [ts_at(1)[:-1], "Z" + ts_at(1)]
+    assert "".join(odd) == ts_at(1) * 2
+    assert AtOrAfter(since).keep_all([ts_at(2, m) for m in range(10)] + odd) is False
+
+
 # --- by_type ------------------------------------------------------------------------------------------
 
 # How other writers may spell a type: every one of these parses to the same string as orjson's spelling.
@@ -534,15 +643,19 @@ operations = st.one_of(
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(operations, min_size=1, max_size=30), segment_bytes=st.sampled_from([400, 1500, 10**6]),
-       probe_span=st.sampled_from([1, 64, PROBE_SPAN]), data=st.data())
+       probe_span=st.sampled_from([1, 64, PROBE_SPAN]), parse_chunk=st.sampled_from([64, 700, _reader.PARSE_CHUNK]),
+       data=st.data())
 def test_fast_paths_equal_full_scans_on_random_streams(ops: list[tuple[Any, ...]], segment_bytes: int,
-                                                        probe_span: int, data: st.DataObject) -> None:
+                                                        probe_span: int, parse_chunk: int,
+                                                        data: st.DataObject) -> None:
     """On random streams of batches, rotations, foreign lines (spelled any way, stamped no later than the
     next event) and garbage, since, by_type and both together equal the full-scan filter, whether the
-    bisect narrows down to a line or stops early (small streams are bisected with a tiny probe span)."""
+    bisect narrows down to a line or stops early (small streams are bisected with a tiny probe span), and
+    whether a read takes many lines per chunk or a few (some chunks whole, some line by line)."""
     logging.getLogger("agentlog").setLevel(logging.ERROR)  # the garbage lines' warnings are not the point
     try:
-        with tempfile.TemporaryDirectory() as tmp, mock.patch.object(_query, "PROBE_SPAN", probe_span):
+        with tempfile.TemporaryDirectory() as tmp, mock.patch.object(_query, "PROBE_SPAN", probe_span), \
+                mock.patch.object(_reader, "PARSE_CHUNK", parse_chunk):
             log = open_log(tmp, segment_bytes=segment_bytes, durability="write")
             log.append("s", "seed")
             last_ts = "2026-03-01T10:00:00.000000Z"

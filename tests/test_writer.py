@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-from concurrent.futures import Future
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import agentlog
-from agentlog import EventDropped, EventWriter, StorageError, Verbosity, WriteMode, should_log_event
+from agentlog import Event, EventDropped, EventWriter, StorageError, Verbosity, WriteMode, should_log_event
+from agentlog.writer import Ack
 
 
 def test_sync_emit_returns_the_durable_event(tmp_path: Path) -> None:
@@ -29,17 +32,19 @@ def test_sync_emit_returns_the_durable_event(tmp_path: Path) -> None:
 
 
 def test_async_emit_group_commits_and_flush_makes_everything_durable(tmp_path: Path) -> None:
-    """ASYNC emit returns futures at once; the thread commits in batches; after flush all are on disk."""
+    """ASYNC emit returns acknowledgements at once; the thread commits in batches; after flush all are on
+    disk, and each acknowledgement gives the event as stored."""
     log = agentlog.open_log(tmp_path)
     with EventWriter(log, mode=WriteMode.ASYNC) as writer:
-        futures = [writer.emit("s", "turn", data={"n": n}) for n in range(5000)]
-        assert all(isinstance(f, Future) for f in futures)
+        acks = [writer.emit("s", "turn", data={"n": n}) for n in range(5000)]
+        assert all(isinstance(a, Ack) for a in acks)
         writer.flush()
-        assert all(f.done() for f in futures)  # type: ignore[union-attr]
-        events = [f.result() for f in futures]  # type: ignore[union-attr]
+        assert all(a.done() for a in acks)  # type: ignore[union-attr]
+        events = [a.result() for a in acks]  # type: ignore[union-attr]
     assert [e.seq for e in events] == list(range(1, 5001))
     stored = list(agentlog.open_log(tmp_path).read("s"))
     assert [e.data["n"] for e in stored] == list(range(5000))
+    assert events == stored  # id, ts, data...: exactly what was written
     # One batch shares one ts: far fewer distinct timestamps than events proves group commit happened.
     assert len({e.ts for e in stored}) < 1000
 
@@ -169,8 +174,15 @@ def test_bad_events_are_refused_at_emit_in_both_modes(tmp_path: Path) -> None:
             writer.emit("s", "turn", data={"x": float("nan")})
         with pytest.raises(agentlog.InvalidStreamName):
             writer.emit("../s", "turn")
+        with pytest.raises(agentlog.InvalidStreamName, match="must be a string"):
+            writer.emit(["s"], "turn")  # type: ignore[arg-type]
+        writer.emit("s", "warm-up")  # the ASYNC writer is running now: the same refusals on its fast path
+        with pytest.raises(agentlog.InvalidStreamName, match="must be a string"):
+            writer.emit(["s"], "turn")  # type: ignore[arg-type]
+        with pytest.raises(agentlog.InvalidEvent):
+            writer.emit("s", "turn", data={"x": float("inf")}, interaction=-1)
         writer.stop()
-    assert log.streams() == []
+    assert [e.type for e in log.read("s")] == ["warm-up", "warm-up"]
 
 
 def test_verbosity_filters_by_level(tmp_path: Path) -> None:
@@ -231,3 +243,281 @@ def test_emit_after_stop_is_refused(tmp_path: Path) -> None:
     writer.stop()
     with pytest.raises(agentlog.AgentlogError, match="stopped"):
         writer.emit("s", "turn")
+
+
+# --- the acknowledgement -------------------------------------------------------------------------------------
+
+def test_an_ack_answers_like_a_future(tmp_path: Path) -> None:
+    """done/result/exception/add_done_callback/cancel behave as on a concurrent.futures.Future, and the event
+    is the one stored, built once."""
+    log = agentlog.open_log(tmp_path)
+    log.append("s", "first")
+    holder = _hold_lock(tmp_path / "logs" / "s.jsonl", 0.5)
+    writer = EventWriter(log, mode=WriteMode.ASYNC)
+    ack = writer.emit("s", "turn", data={"n": 1}, actor="a", level="info", visibility="public", interaction=3)
+    assert isinstance(ack, Ack)
+    called: list[Ack] = []
+    ack.add_done_callback(called.append)
+    assert not ack.done() and called == [] and "pending" in repr(ack)
+    with pytest.raises(TimeoutError):
+        ack.result(timeout=0.05)
+    with pytest.raises(TimeoutError):
+        ack.exception(timeout=0.05)
+    assert ack.cancel() is False and not ack.cancelled()
+    holder.wait(timeout=10)
+    event = ack.result(timeout=10)
+    assert ack.done() and ack.exception() is None and called == [ack]
+    assert ack.result() is event  # built once
+    late: list[Ack] = []
+    ack.add_done_callback(late.append)  # already done: called at once
+    assert late == [ack]
+    writer.stop()
+    stored = log.tail("s", 1)[0]
+    assert event == stored and (event.seq, event.actor, event.level, event.interaction) == (2, "a", "info", 3)
+    assert stored.id is not None and stored.id in repr(ack)
+
+
+def test_a_callback_that_raises_is_logged_and_the_writer_goes_on(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    log = agentlog.open_log(tmp_path)
+    with EventWriter(log, mode=WriteMode.ASYNC) as writer, caplog.at_level(logging.ERROR, logger="agentlog"):
+        first = writer.emit("s", "turn")
+        assert isinstance(first, Ack)
+        first.add_done_callback(lambda _: 1 / 0)
+        writer.flush()
+        second = writer.emit("s", "turn")
+        assert isinstance(second, Ack)
+        assert second.result(timeout=10).seq == 2
+    assert "exception calling callback" in caplog.text
+
+
+def test_the_event_an_ack_gives_is_the_stored_one(tmp_path: Path) -> None:
+    """Labels, unknown fields, nested data, Unicode: the acknowledged event equals what a read returns (data
+    as stored: a tuple comes back a list, as from a read)."""
+    log = agentlog.open_log(tmp_path)
+    with EventWriter(log, mode=WriteMode.ASYNC) as writer:
+        acks = [
+            writer.emit("s", "turn", data={"nested": {"list": [1, 2.5, None, True]}, "text": "héllo ✓"},
+                        actor="agent-ü", level="warning", visibility="private", interaction=0,
+                        custom={"k": "v"}, tag="x"),
+            writer.emit("s", "plain"),
+            writer.emit("s", "tupled", data={"pair": (1, 2)}),
+        ]
+    events = [a.result(timeout=10) for a in acks]  # type: ignore[union-attr]
+    stored = list(log.read("s"))
+    assert events == stored
+    assert events[0].extra == {"custom": {"k": "v"}, "tag": "x"} and events[2].data == {"pair": [1, 2]}
+
+
+def test_interleaved_streams_are_numbered_per_stream(tmp_path: Path) -> None:
+    """Events for several streams in one take are written with one append per stream, each gapless."""
+    log = agentlog.open_log(tmp_path)
+    with EventWriter(log, mode=WriteMode.ASYNC) as writer:
+        acks = [(name, n, writer.emit(name, "turn", data={"n": n})) for n in range(300) for name in ("a", "b/c")]
+    for name, n, ack in acks:
+        event = ack.result(timeout=10)  # type: ignore[union-attr]
+        assert (event.stream, event.seq, event.data["n"]) == (name, n + 1, n)
+    for name in ("a", "b/c"):
+        assert [e.data["n"] for e in log.read(name)] == list(range(300))
+    assert log.verify().ok
+
+
+def test_a_batch_longer_than_batch_size_is_committed_in_parts(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """batch_size caps what one write and one fsync take; every part resolves its own acknowledgements."""
+    log = agentlog.open_log(tmp_path)
+    log.append("s", "first")
+    sizes: list[int] = []
+    store = log.store_records
+
+    def counting(stream: str, ids: Sequence[bytes], tails: Sequence[bytes]) -> tuple[int, str] | list[Event]:
+        sizes.append(len(tails))
+        return store(stream, ids, tails)
+
+    monkeypatch.setattr(log, "store_records", counting)
+    holder = _hold_lock(tmp_path / "logs" / "s.jsonl", 0.5)  # the first take waits: the rest piles up
+    writer = EventWriter(log, mode=WriteMode.ASYNC, batch_size=7)
+    acks = [writer.emit("s", "turn", data={"n": n}) for n in range(100)]
+    holder.wait(timeout=10)
+    writer.stop()
+    assert [a.result(timeout=10).seq for a in acks] == list(range(2, 102))  # type: ignore[union-attr]
+    assert max(sizes) <= 7 and sum(sizes) == 100 and len(sizes) >= 100 // 7
+    assert [e.data["n"] for e in log.read("s", after=1)] == list(range(100))
+
+
+def test_a_failure_in_the_thread_fails_the_batch_and_the_writer_goes_on(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever goes wrong while committing (here: numbering the batch) fails that batch's acknowledgements
+    and the next flush; the thread survives and later events are written."""
+    import agentlog.writer as writer_module
+
+    log = agentlog.open_log(tmp_path)
+    real = agentlog.event.uuid7_block
+    broken = [True]
+
+    def block(n: int) -> agentlog.event.IdBlock:
+        if broken[0]:
+            raise OSError(5, "no randomness today")
+        return real(n)
+
+    monkeypatch.setattr(writer_module, "uuid7_block", block)
+    writer = EventWriter(log, mode=WriteMode.ASYNC)
+    ack = writer.emit("s", "turn")
+    with pytest.raises(OSError, match="no randomness"):
+        writer.flush()
+    assert isinstance(ack.exception(timeout=10), OSError)  # type: ignore[union-attr]
+    broken[0] = False
+    assert writer.emit("s", "turn").result(timeout=10).seq == 1  # type: ignore[union-attr]
+    writer.stop()
+
+
+def test_a_backend_without_append_records_still_gets_every_event() -> None:
+    """EventLog.store_records falls back to the backend's plain append (drafts rebuilt from the bodies)."""
+    from agentlog.backends.memory import MemoryBackend
+
+    class PlainBackend:
+        """A memory backend that offers only what every backend must (no append_records)."""
+
+        def __init__(self) -> None:
+            self.inner = MemoryBackend()
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "append_records":
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+    log = agentlog.EventLog(PlainBackend())
+    with EventWriter(log, mode=WriteMode.ASYNC) as writer:
+        acks = [writer.emit("s", "turn", data={"n": n}, actor="a") for n in range(50)]
+    events = [a.result(timeout=10) for a in acks]  # type: ignore[union-attr]
+    assert [(e.seq, e.data["n"], e.actor) for e in events] == [(n + 1, n, "a") for n in range(50)]
+    assert events == list(log.read("s"))
+
+
+def test_mode_and_verbosity_can_be_changed_after_construction(tmp_path: Path) -> None:
+    log = agentlog.open_log(tmp_path)
+    writer = EventWriter(log, mode=WriteMode.ASYNC)
+    assert isinstance(writer.emit("s", "kept"), Ack)
+    writer.verbosity = Verbosity.ERROR
+    assert writer.emit("s", "quiet") is None and writer.emit("s", "loud", level="error") is not None
+    writer.flush()
+    writer.mode = WriteMode.SYNC
+    synced = writer.emit("s", "synced", level="critical", actor="a", note="x")
+    assert isinstance(synced, agentlog.Event) and (synced.level, synced.actor, synced.extra) == ("critical", "a",
+                                                                                                 {"note": "x"})
+    writer.stop()
+    assert [e.type for e in log.read("s")] == ["kept", "loud", "synced"]
+
+
+def test_a_stopped_writer_does_not_leave_an_emitter_waiting_for_room(tmp_path: Path) -> None:
+    """An emit blocked on a full queue is released by stop(): its event is written or refused, never
+    left waiting for a thread that has gone."""
+    log = agentlog.open_log(tmp_path)
+    log.append("s", "first")
+    holder = _hold_lock(tmp_path / "logs" / "s.jsonl", 0.5)
+    writer = EventWriter(log, mode=WriteMode.ASYNC, queue_size=5)
+    outcomes: list[object] = []
+
+    def produce() -> None:
+        for n in range(50):
+            try:
+                outcomes.append(writer.emit("s", "turn", data={"n": n}))
+            except agentlog.AgentlogError as exc:
+                outcomes.append(exc)
+                return
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    time.sleep(0.2)
+    writer.stop(timeout=20)
+    producer.join(timeout=20)
+    holder.wait(timeout=10)
+    assert not producer.is_alive()
+    written = [o for o in outcomes if isinstance(o, Ack)]
+    assert all(a.result(timeout=10).seq >= 2 for a in written)
+    assert log.stat("s").events == 1 + len(written)
+
+
+# --- the pieces it is made of ----------------------------------------------------------------------------------
+
+UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+
+def test_uuid7_blocks_are_uuid7s_unique_and_sliceable() -> None:
+    from agentlog.event import IdBlock, uuid7, uuid7_block
+
+    block = uuid7_block(1500)
+    ids = [i.decode() for i in block]
+    assert len(block) == 1500 and all(UUID7.fullmatch(i) for i in ids)
+    assert len(set(ids) | {uuid7() for _ in range(2000)}) == 3500
+    assert {i[19] for i in ids} == set("89ab")  # the variant's two random bits take every value
+    part = block[10:20]
+    assert isinstance(part, IdBlock) and list(part) == list(block)[10:20] and block[-1] == list(block)[-1]
+    with pytest.raises(IndexError):
+        block[1500]
+    assert len(uuid7_block(0)) == 0 and len(uuid7_block(1)) == 1
+
+
+def test_ids_made_after_a_fork_differ_from_the_parents() -> None:
+    """uuid7 hands out suffixes made in advance: a forked child must not hand out the parent's."""
+    from agentlog.event import uuid7, uuid7_block
+
+    uuid7()  # the parent has a chunk of suffixes in hand
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            os.write(write, "\n".join([uuid7() for _ in range(200)] + [i.decode() for i in uuid7_block(200)]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        child = set(f.read().split("\n"))
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    parent = {uuid7() for _ in range(200)} | {i.decode() for i in uuid7_block(200)}
+    assert len(child) == 400 and not child & parent
+
+
+@pytest.mark.parametrize(("args", "fields"), [
+    (("s", "t", None, None), {}),
+    (("s", "t", {"n": 1, "x": 1.5, "ok": False, "none": None, "big": 2**64 - 1}, "a"),
+     {"level": "info", "visibility": "public", "interaction": 7}),
+    (("s", "t", {"nested": {"deep": [1, {"k": "v"}]}}, None), {"visibility": "v"}),
+    (("s", "t", {}, "a"), {"custom": [1, 2], "level": None}),
+    (("s", "ünï", {"é": "✓"}, "agent-ü"), {"interaction": 0}),
+])
+def test_event_tail_is_the_body_make_draft_makes(args: tuple[Any, ...], fields: dict[str, Any]) -> None:
+    """The writer's serialisation (with its shortcut, taken from the second event of a shape on) is
+    make_draft's, byte for byte."""
+    from agentlog.event import event_tail, make_draft
+
+    stream, etype, data, actor = args
+    for _ in range(2):  # the first fills the shortcut's cache, the second uses it
+        tail = event_tail(stream, etype, data, actor, dict(fields), 1 << 20)
+        assert b"{" + tail == make_draft(stream, etype, data=data, actor=actor, fields=dict(fields)).body
+
+
+@pytest.mark.parametrize(("data", "fields"), [
+    ({"x": float("nan")}, {}),
+    ({"x": 2**64}, {}),
+    ({1: "x"}, {}),
+    ({"x": object()}, {}),
+    ({"x": "\ud800"}, {}),
+    ({"x": "y" * 2000}, {}),
+    ({}, {"interaction": -1}),
+    ({}, {"interaction": True}),
+    ({}, {"level": "bad\nlevel"}),
+    ({}, {"seq": 1}),
+    ({}, {"data": {}}),
+    ("not a dict", {}),
+])
+def test_event_tail_refuses_what_make_draft_refuses_in_the_same_words(data: Any, fields: dict[str, Any]) -> None:
+    from agentlog.event import event_tail, make_draft
+
+    event_tail("s", "t", {"warm": 1}, "a", {"visibility": "public"}, 1000)  # the shortcut knows this shape
+    with pytest.raises(agentlog.InvalidEvent) as expected:
+        make_draft("s", "t", data=data, actor="a", fields={"visibility": "public", **fields},
+                   max_event_bytes=1000)
+    with pytest.raises(agentlog.InvalidEvent) as got:
+        event_tail("s", "t", data, "a", {"visibility": "public", **fields}, 1000)
+    assert str(got.value) == str(expected.value)

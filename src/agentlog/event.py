@@ -16,9 +16,9 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from . import _json
 from .errors import InvalidEvent
@@ -29,13 +29,18 @@ __all__ = [
     "MAX_DEPTH",
     "Draft",
     "Event",
+    "IdBlock",
+    "draft_from_tail",
     "drafts_from_dicts",
     "dumps_strict",
+    "event_tail",
+    "event_tail_of",
     "format_ts",
     "make_draft",
     "now_ts",
     "parse_ts",
     "uuid7",
+    "uuid7_block",
 ]
 
 #: Events whose line (envelope included) would be larger than this are refused: 16 MiB.
@@ -179,15 +184,123 @@ class Draft:
         return b'{"seq":%d,"id":"%s","ts":"%s",%s\n' % (seq, self.id.encode(), ts.encode(), self.body[1:])
 
     def event(self, seq: int, ts: str) -> Event:
-        return Event(seq=seq, id=self.id, ts=ts, stream=self.stream, type=self.type, actor=self.actor,
-                     level=self.level, visibility=self.visibility, interaction=self.interaction,
-                     data=self.data, extra=self.extra)
+        """The stored event, sharing ``data`` with the draft (slots set directly, as in
+        :func:`event_from_record`: every slot must be set here)."""
+        ev: Event = _new(Event)
+        ev.seq = seq
+        ev.id = self.id
+        ev.ts = ts
+        ev.stream = self.stream
+        ev.type = self.type
+        ev.actor = self.actor
+        ev.level = self.level
+        ev.visibility = self.visibility
+        ev.interaction = self.interaction
+        ev.data = self.data
+        extra = self.extra
+        ev.extra = extra if extra is not _NO_EXTRA else {}  # the shared empty one is never handed out
+        ev.spooled = False
+        return ev
 
 
 def make_draft(stream: str, type: Any, *, data: Any = None, actor: Any = None,
                fields: Mapping[str, Any] | None = None,
                max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Draft:
     """Check one event and serialise it, or raise :class:`InvalidEvent` naming what is wrong."""
+    tail = event_tail(stream, type, data, actor, fields, max_event_bytes)
+    # Checked: the fields are what _checked_draft would have kept.
+    draft: Draft = _new(Draft)
+    draft.stream = stream
+    draft.type = type
+    draft.data = {} if data is None else data
+    draft.actor = actor
+    if fields:
+        get = fields.get
+        draft.level = get("level")
+        draft.visibility = get("visibility")
+        draft.interaction = get("interaction")
+        draft.extra = _NO_EXTRA if _SHORT_FIELDS.issuperset(fields) else \
+            {key: value for key, value in fields.items() if value is not None and key not in _SHORT_FIELDS}
+    else:
+        draft.level = draft.visibility = draft.interaction = None
+        draft.extra = _NO_EXTRA
+    draft.body = b"{" + tail
+    draft.id = uuid7()
+    return draft
+
+
+def event_tail(stream: str, type: Any, data: Any, actor: Any, fields: Mapping[str, Any] | None,
+               max_event_bytes: int) -> bytes:
+    """Check and serialise one event as :func:`make_draft` does, raising the same :class:`InvalidEvent`s, and
+    return its body after the opening brace (``Draft.body[1:]``): what a line holds after its ``seq``,
+    ``id`` and ``ts``. ``EventWriter`` queues these, not drafts (through :func:`event_tail_of`)."""
+    if fields:
+        get = fields.get
+        return event_tail_of(stream, type, data, actor, get("level"), get("visibility"), get("interaction"),
+                             fields, max_event_bytes)
+    return event_tail_of(stream, type, data, actor, None, None, None, None, max_event_bytes)
+
+
+def event_tail_of(stream: str, type: Any, data: Any, actor: Any, level: Any, visibility: Any, interaction: Any,
+                  given: Mapping[str, Any] | None, max_event_bytes: int) -> bytes:
+    """:func:`event_tail` with ``level``, ``visibility`` and ``interaction`` given on their own (as
+    ``EventWriter.emit`` takes them), and ``given`` every field as the caller gave them (those three included,
+    in the caller's order), or ``None`` when there is no other: the full checks take ``given``, so that of
+    several faults they report the one they always did.
+
+    This is every event's hot path. The usual event, one whose stream and labels were seen before with no
+    other top-level field, skips the label checks and the envelope's serialisation: :data:`_PREFIXES` holds
+    its checked, serialised beginning, and only ``data`` is checked and serialised. Everything else takes
+    :func:`_checked_draft`, which gives every error message; the shortcut refuses nothing by itself but
+    ``data`` (with the same walk) and the size, so both paths refuse the same events with the same words."""
+    if given is not None and not _SHORT_FIELDS.issuperset(given):
+        return _checked_draft(stream, type, data, actor, given, max_event_bytes).body[1:]
+    if interaction is not None and (interaction.__class__ is not int or not 0 <= interaction <= _INT_MAX):
+        return _checked_draft(stream, type, data, actor, _given(level, visibility, interaction, given),
+                              max_event_bytes).body[1:]
+    try:
+        prefix = _PREFIXES[stream, type, actor, level, visibility]
+    except (KeyError, TypeError):  # not seen yet, or an unhashable (so invalid) label
+        return _checked_draft(stream, type, data, actor, _given(level, visibility, interaction, given),
+                              max_event_bytes).body[1:]
+    if data is None:
+        serialised = _EMPTY_DATA
+    elif data.__class__ is not dict:
+        return _checked_draft(stream, type, data, actor, _given(level, visibility, interaction, given),
+                              max_event_bytes).body[1:]
+    else:
+        for key, value in data.items():  # a flat object of plain values needs no recursive walk
+            kind = value.__class__
+            if key.__class__ is not str or not (
+                    kind is str or kind is bool or value is None
+                    or (kind is int and _INT_MIN <= value <= _INT_MAX) or (kind is float and _isfinite(value))):
+                try:
+                    _check_json(data, 1)
+                except _Reject as rej:
+                    raise InvalidEvent(f"{rej.where()}: {rej.reason}") from None
+                break
+        try:
+            serialised = _json.dumps(data)
+        except _json.EncodeError:
+            return _checked_draft(stream, type, data, actor, _given(level, visibility, interaction, given),
+                                  max_event_bytes).body[1:]
+    if interaction is None:
+        tail = b'%s,"data":%s}' % (prefix, serialised)
+    else:
+        tail = b'%s,"interaction":%d,"data":%s}' % (prefix, interaction, serialised)
+    if len(tail) + _ENVELOPE_OVERHEAD + 1 > max_event_bytes:
+        raise InvalidEvent(f"event is {len(tail) + _ENVELOPE_OVERHEAD + 1} bytes, over the "
+                           f"max_event_bytes limit of {max_event_bytes}")
+    return tail
+
+
+def _given(level: Any, visibility: Any, interaction: Any, given: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return {"level": level, "visibility": visibility, "interaction": interaction} if given is None else given
+
+
+def _checked_draft(stream: str, type: Any, data: Any, actor: Any, fields: Mapping[str, Any] | None,
+                   max_event_bytes: int) -> Draft:
+    """Every check, for whatever :func:`event_tail`'s shortcut does not cover: a :class:`Draft` without ``id``."""
     if not isinstance(type, str) or not type:
         raise InvalidEvent(f"event type must be a non-empty string, got {type!r}")
     _check_label("type", type)
@@ -246,8 +359,66 @@ def make_draft(stream: str, type: Any, *, data: Any = None, actor: Any = None,
     if len(serialised) + _ENVELOPE_OVERHEAD > max_event_bytes:
         raise InvalidEvent(f"event is {len(serialised) + _ENVELOPE_OVERHEAD} bytes, over the "
                            f"max_event_bytes limit of {max_event_bytes}")
-    return Draft(stream=stream, type=type, data=data, actor=actor, level=level, visibility=visibility,
-                 interaction=interaction, extra=extra, body=serialised, id=uuid7())
+    if not extra:
+        _remember_prefix(stream, type, actor, level, visibility)
+    draft: Draft = _new(Draft)
+    draft.stream = stream
+    draft.type = type
+    draft.data = data
+    draft.actor = actor
+    draft.level = level
+    draft.visibility = visibility
+    draft.interaction = interaction
+    draft.extra = extra
+    draft.body = serialised
+    return draft
+
+
+def draft_from_tail(stream: str, id: str, tail: bytes) -> Draft:
+    """The :class:`Draft` that :func:`make_draft` made for ``tail`` (:func:`event_tail`, what
+    ``EventWriter`` queues), rebuilt from it; for the rare paths that need drafts (the spool)."""
+    body = b"{" + tail
+    ev = event_from_record(_json.loads(body), stream, 0)
+    draft: Draft = _new(Draft)
+    draft.stream = stream
+    draft.type = ev.type
+    draft.data = ev.data
+    draft.actor = ev.actor
+    draft.level = ev.level
+    draft.visibility = ev.visibility
+    draft.interaction = ev.interaction
+    draft.extra = ev.extra
+    draft.body = body
+    draft.id = id
+    return draft
+
+
+def _remember_prefix(stream: str, type: str, actor: str | None, level: str | None,
+                     visibility: str | None) -> None:
+    """Keep the serialised envelope of a checked event for :func:`event_tail`'s shortcut: only exact ``str``
+    labels (a subclass could compare equal to a string it does not serialise as), and only so many."""
+    key = (stream, type, actor, level, visibility)
+    if any(v is not None and v.__class__ is not str for v in key) or len(_PREFIXES) >= _PREFIXES_MAX:
+        return
+    head: dict[str, Any] = {"stream": stream, "type": type}
+    if actor is not None:
+        head["actor"] = actor
+    if level is not None:
+        head["level"] = level
+    if visibility is not None:
+        head["visibility"] = visibility
+    _PREFIXES[key] = _json.dumps(head)[1:-1]  # without the braces
+
+
+#: ``(stream, type, actor, level, visibility)`` -> ``b'"stream":...,"type":...'`` for events already
+#: checked once (see :func:`event_tail`); bounded, so unbounded label sets only lose the shortcut.
+_PREFIXES: dict[tuple[str, str, str | None, str | None, str | None], bytes] = {}
+_PREFIXES_MAX = 4096
+_SHORT_FIELDS = frozenset(("level", "visibility", "interaction"))
+_EMPTY_DATA = b"{}"
+#: ``Draft.extra`` of every draft without unknown fields: one shared dict, never mutated and never handed
+#: to an :class:`Event` (``Draft.event`` gives each its own), so that each draft does not allocate one.
+_NO_EXTRA: dict[str, Any] = {}
 
 
 def dumps_strict(value: Any) -> bytes:
@@ -309,6 +480,7 @@ class _Reject(Exception):
 
 # orjson's range; the standard library would write any integer, so both are held to this one.
 _INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1
+_isfinite = math.isfinite
 
 
 def _check_json(value: Any, depth: int) -> None:
@@ -362,13 +534,155 @@ def _type_name(value: Any) -> str:
 # --- ids and timestamps ---------------------------------------------------------------------------------
 
 def uuid7() -> str:
-    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then randomness; sorts by creation time."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 | 0b10 << 62 \
-        | (rand & 0x3FFF_FFFF_FFFF_FFFF)
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then randomness; sorts by creation time.
+
+    Every event gets one, so the work is shared: the text of the millisecond is kept until the clock moves
+    on, and the random part ("aaa-Vbbb-bbbbbbbbbbbb", 74 random bits with the variant) is made for
+    :data:`_ID_CHUNK` ids at a time from one ``os.urandom`` call. ``next`` on the list iterator hands each
+    out once, even to threads; a forked child drops the parent's unused ones (:func:`_forget_ids`), or both
+    processes would hand out the same ids."""
+    ms = _time_ns() // 1_000_000
+    stamp = _id_stamp
+    if stamp[0] != ms:
+        stamp = _stamp(ms)
+    suffix = next(_id_suffixes, None)
+    return stamp[1] + (suffix if suffix is not None else _next_suffix()).decode()
+
+
+class IdBlock(Sequence[bytes]):
+    """``n`` UUIDv7s of one millisecond, as ASCII bytes, kept as one block of text: ``prefix`` (the
+    millisecond's part, "tttttttt-tttt-7") and ``suffixes``, each id's random part ("aaa-Vbbb-bbbbbbbbbbbb")
+    followed by a comma. Indexing and slicing give the ids (and blocks); the file backend formats a batch's
+    records from the block itself, without an object per id."""
+
+    __slots__ = ("prefix", "suffixes")
+
+    WIDTH = 22  # one suffix and its comma
+
+    def __init__(self, prefix: bytes, suffixes: bytes) -> None:
+        self.prefix = prefix
+        self.suffixes = suffixes
+
+    def __len__(self) -> int:
+        return len(self.suffixes) // self.WIDTH
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> IdBlock: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | IdBlock:
+        width = self.WIDTH
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                raise ValueError("an IdBlock slices with step 1 only")
+            return IdBlock(self.prefix, self.suffixes[start * width:max(start, stop) * width])
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError("IdBlock index out of range")
+        return self.prefix + self.suffixes[index * width:index * width + width - 1]
+
+
+def uuid7_block(n: int) -> IdBlock:
+    """``n`` UUIDv7s of the current millisecond, for a batch numbered at once: about a tenth of the cost of
+    ``n`` calls of :func:`uuid7`, and no object per id."""
+    ms = _time_ns() // 1_000_000
+    stamp = _id_stamp
+    if stamp[0] != ms:
+        stamp = _stamp(ms)
+    count = -(-n // _ID_CHUNK)
+    half = len(_ID_RECORD_MASK) * _ID_CHUNK // 2
+    randomness = _random_bytes(half * count)
+    chunks = [_new_chunk(randomness[i * half:(i + 1) * half]) for i in range(count)]
+    return IdBlock(stamp[2], b"".join(chunks)[:n * IdBlock.WIDTH])
+
+
+def _stamp(ms: int) -> tuple[int, str, bytes]:
+    """The millisecond's text, "tttttttt-tttt-7", as str and bytes; one tuple, so threads never see half
+    of an update."""
+    global _id_stamp
+    h = f"{ms & 0xFFFF_FFFF_FFFF:012x}"
+    text = f"{h[:8]}-{h[8:]}-7"
+    stamp = _id_stamp = (ms, text, text.encode())
+    return stamp
+
+
+def _next_suffix() -> bytes:
+    """A new chunk of suffixes (the current one ran out), and its first."""
+    global _id_suffixes
+    # Several threads may get here at once: each makes its own chunk, and none is handed out twice.
+    suffixes = _new_suffixes()
+    first = suffixes.pop()
+    _id_suffixes = iter(suffixes)
+    return first
+
+
+#: Random id suffixes made per ``os.urandom`` call.
+_ID_CHUNK = 512
+# A suffix is made from 11 random bytes without a Python loop: as hex they are 22 digits, one byte each
+# once translated to their values; a mask and a pattern over the whole chunk then set the variant digit to
+# 0b10xx and overwrite three digits with a dash, a dash and a separator (values 16, 16, 17); a second
+# translation makes them text, and the chunk is split at the separators.
+_ID_RECORD_MASK = bytes([0x0F] * 3 + [0x00] + [0x03] + [0x0F] * 3 + [0x00] + [0x0F] * 12 + [0x00])
+_ID_RECORD_SET = bytes([0x00] * 3 + [0x10] + [0x08] + [0x00] * 3 + [0x10] + [0x00] * 12 + [0x11])
+_ID_MASK = int.from_bytes(_ID_RECORD_MASK * _ID_CHUNK, "big")
+_ID_SET = int.from_bytes(_ID_RECORD_SET * _ID_CHUNK, "big")
+_HEX_VALUES = bytes.maketrans(b"0123456789abcdef", bytes(range(16)))
+_ID_CHARS = bytes.maketrans(bytes(range(18)), b"0123456789abcdef-,")
+_id_stamp: tuple[int, str, bytes] = (-1, "", b"")
+_id_suffixes: Iterator[bytes] = iter(())
+_time_ns = time.time_ns
+
+
+def _random_bytes(n: int) -> bytes:
+    """``n`` bytes from a CSPRNG that keeps the GIL: OpenSSL's ``RAND_bytes`` (fork-safe), else
+    ``os.urandom``. The committing thread ids every batch; ``os.urandom`` releases the GIL for its system
+    call, and while another thread is emitting, getting the GIL back takes a switch interval (5 ms) per
+    call, which at hundreds of thousands of events a second is most of a batch's time."""
+    return (_random_bytes_impl or prepare_random())(n)
+
+
+def prepare_random() -> Callable[[int], bytes]:
+    """Load :func:`_random_bytes`'s source now (OpenSSL takes a few milliseconds to load) rather than in the
+    middle of the first batch; ``EventWriter`` calls this when it is made."""
+    global _random_bytes_impl
+    if _random_bytes_impl is None:
+        try:
+            from _ssl import RAND_bytes
+
+            _random_bytes_impl = RAND_bytes
+        except ImportError:  # a Python built without OpenSSL
+            _random_bytes_impl = os.urandom
+    return _random_bytes_impl
+
+
+_random_bytes_impl: Callable[[int], bytes] | None = None
+
+
+def _new_chunk(randomness: bytes | None = None) -> bytes:
+    """:data:`_ID_CHUNK` suffixes, each followed by a comma, from ``randomness`` (11 bytes a suffix) or new."""
+    size = len(_ID_RECORD_MASK) * _ID_CHUNK
+    digits = (os.urandom(size // 2) if randomness is None else randomness).hex().encode().translate(_HEX_VALUES)
+    raw = (int.from_bytes(digits, "big") & _ID_MASK | _ID_SET).to_bytes(size, "big")
+    return raw.translate(_ID_CHARS)
+
+
+def _new_suffixes() -> list[bytes]:
+    suffixes = _new_chunk().split(b",")
+    suffixes.pop()  # the empty string after the last separator
+    return suffixes
+
+
+def _forget_ids() -> None:
+    global _id_suffixes
+    _id_suffixes = iter(())
+
+
+os.register_at_fork(after_in_child=_forget_ids)
 
 
 def format_ts(ns: int) -> str:

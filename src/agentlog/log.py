@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from .backends import Backend, StreamInfo
 from .errors import LockTimeout, StorageError
@@ -21,9 +21,10 @@ from .event import (
     Draft,
     Event,
     comparable_ts,
+    draft_from_tail,
     drafts_from_dicts,
+    format_ts,
     make_draft,
-    now_ts,
     parse_ts,
 )
 from .names import validate_stream_name
@@ -33,6 +34,7 @@ from .spool import LOCK_ATTEMPTS, LOCK_BACKOFF, ReplayReport, Spool, SpoolStatus
 __all__ = ["EventLog", "default_root", "open_log"]
 
 MEMORY = "memory:"
+_Stored = TypeVar("_Stored")
 
 
 def default_root() -> str:
@@ -109,27 +111,55 @@ class EventLog:
         validate_stream_name(stream)
         return self._write(stream, drafts)
 
+    def store_records(self, stream: str, ids: Sequence[bytes],
+                      tails: Sequence[bytes]) -> tuple[int, str] | list[Event]:
+        """Append, as one batch, the checked events with these ids (ASCII bytes) and serialised bodies after
+        their opening brace (:func:`agentlog.event.event_tail`), without building an :class:`Event` for
+        each: what ``EventWriter`` commits. Returns ``(seq of the first, ts of all)`` once stored, or the
+        events when they are not numbered that way: spooled (the root could not take them), or stored by a
+        backend without ``append_records``."""
+        validate_stream_name(stream)
+        if not tails:
+            return []
+        append_records: Callable[[str, Sequence[bytes], Sequence[bytes]], tuple[int, str]] | None = \
+            getattr(self.backend, "append_records", None)  # see RecordAppender
+
+        def drafts() -> list[Draft]:
+            return [draft_from_tail(stream, id.decode(), tail) for id, tail in zip(ids, tails, strict=True)]
+
+        if append_records is None:
+            batch = drafts()
+            return self._store(lambda: self.backend.append(stream, batch), lambda: batch)
+        return self._store(lambda: append_records(stream, ids, tails), drafts)
+
     def _write(self, stream: str, drafts: Sequence[Draft]) -> list[Event]:
         """Hand a checked batch to the backend; with a spool, a failure to store it spools it instead."""
-        spool = self.spool
-        if spool is None or not drafts:
+        if not drafts:
             return self.backend.append(stream, drafts)
-        attempted_at = now_ts()
+        return self._store(lambda: self.backend.append(stream, drafts), lambda: drafts)
+
+    def _store(self, append: Callable[[], _Stored], drafts: Callable[[], Sequence[Draft]]) -> _Stored | list[Event]:
+        """``append()``'s result; with a spool, when the root cannot take the batch, the spooled events of
+        ``drafts()`` instead (asked for only then)."""
+        spool = self.spool
+        if spool is None:
+            return append()
+        attempted_ns = time.time_ns()  # formatted only if the batch is spooled
         for attempt in range(1, LOCK_ATTEMPTS + 1):
             try:
-                events = self.backend.append(stream, drafts)
+                stored = append()
                 break
             except LockTimeout as exc:
                 if attempt < LOCK_ATTEMPTS:
                     time.sleep(LOCK_BACKOFF * 2 ** (attempt - 1))
                     continue
-                return self._spool(spool, drafts, exc, attempted_at)
+                return self._spool(spool, drafts(), exc, format_ts(attempted_ns))
             except StorageError as exc:
                 if exc.errno is None:  # not the disk's doing (e.g. a closed log): spooling would not help
                     raise
-                return self._spool(spool, drafts, exc, attempted_at)
+                return self._spool(spool, drafts(), exc, format_ts(attempted_ns))
         spool.auto_replay(self)
-        return events
+        return stored
 
     @staticmethod
     def _spool(spool: Spool, drafts: Sequence[Draft], exc: StorageError, attempted_at: str) -> list[Event]:

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .errors import InvalidEvent, InvalidStreamName
-from .event import MAX_DEPTH, Event
+from .event import MAX_DEPTH, Event, make_draft
 from .log import EventLog
 
 __all__ = ["BackendContract", "LogFactory", "json_values"]
@@ -95,6 +95,38 @@ class BackendContract:
         assert [(e.type, e.actor, e.interaction) for e in log.read("s", after=1)] == [
             ("a", None, None), ("b", "x", None), ("c", None, 2)]
         assert log.tail("s", 1)[0].extra == {"custom": [1, 2]}
+
+    def test_append_records_is_append(self, log: EventLog) -> None:
+        """A backend's optional ``append_records`` (:class:`~agentlog.backends.RecordAppender`) stores
+        exactly what ``append`` would, and returns the first seq and the batch's ts."""
+        append_records = getattr(log.backend, "append_records", None)
+        if append_records is None:
+            pytest.skip("this backend has no append_records")
+        log.append("s", "first")
+        drafts = [make_draft("s", "t", data={"n": n}, actor="a", fields={"tag": n}) for n in range(3)]
+        first, ts = append_records("s", [d.id.encode() for d in drafts], [d.body[1:] for d in drafts])
+        assert first == 2 and TS.fullmatch(ts)
+        stored = list(log.read("s", after=1))
+        assert [e.to_dict() for e in stored] == [d.event(first + i, ts).to_dict() for i, d in enumerate(drafts)]
+        assert log.append("s", "next").seq == 5 and log.verify("s").ok
+        with pytest.raises(ValueError):
+            append_records("s", [], [])
+        with pytest.raises(ValueError):
+            append_records("s", [drafts[0].id.encode()], [])
+        assert log.stat("s").events == 5  # nothing of a refused call stayed
+
+    def test_store_records_is_append_drafts(self, log: EventLog) -> None:
+        """``EventLog.store_records`` (what ``EventWriter`` commits) stores the batch like ``append_drafts``
+        and says where it landed: ``(first seq, ts)``, or the events themselves."""
+        drafts = [make_draft("s", "t", data={"n": n}) for n in range(4)]
+        stored = log.store_records("s", [d.id.encode() for d in drafts], [d.body[1:] for d in drafts])
+        events = list(log.read("s"))
+        if isinstance(stored, tuple):
+            assert stored == (1, events[0].ts) and len({e.ts for e in events}) == 1
+        else:
+            assert stored == events
+        assert [(e.seq, e.id, e.data) for e in events] == [(n + 1, d.id, {"n": n}) for n, d in enumerate(drafts)]
+        assert log.store_records("s", [], []) == []
 
     def test_append_many_refuses_whole_batch_on_one_bad_item(self, log: EventLog) -> None:
         """One invalid item in a batch refuses all of it and writes nothing."""

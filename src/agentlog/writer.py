@@ -7,14 +7,24 @@ lock, one ``write()`` and one ``fsync`` for everything queued meanwhile, so dura
 batch rather than per event.
 
 * ``WriteMode.SYNC``: ``emit`` returns the durable :class:`~agentlog.Event`.
-* ``WriteMode.ASYNC``: ``emit`` returns a :class:`concurrent.futures.Future`; ``.result(timeout)`` gives the
-  event once it is durable, or raises the error that kept it from the disk. The queue is bounded:
-  ``on_full="block"`` (the default) makes ``emit`` wait, ``on_full="drop"`` fails the future with
+* ``WriteMode.ASYNC``: ``emit`` returns an :class:`Ack` at once; ``.result(timeout)`` gives the event once it
+  is durable, or raises the error that kept it from the disk (``done()``, ``exception()`` and
+  ``add_done_callback()`` work as on a :class:`concurrent.futures.Future`). The queue is bounded:
+  ``on_full="block"`` (the default) makes ``emit`` wait, ``on_full="drop"`` fails the acknowledgement with
   :class:`EventDropped` and counts it in ``writer.dropped``.
 
-Nothing is swallowed: a write error reaches every future of the batch, the next ``flush()``/``stop()``, and
-the ``agentlog`` logger. Pending events are flushed at interpreter exit. A forked child starts with an empty
-queue of its own, so the parent's pending events are written once, by the parent.
+Nothing is swallowed: a write error reaches every acknowledgement of the batch, the next
+``flush()``/``stop()``, and the ``agentlog`` logger. Pending events are flushed at interpreter exit. A forked
+child starts with an empty queue of its own, so the parent's pending events are written once, by the parent.
+
+How the hand-off stays cheap at group-commit rates (hundreds of thousands of events a second, sharing the GIL
+with the committing thread): ``emit`` checks and serialises the event (:func:`~agentlog.event.event_tail`)
+and appends the bytes to its stream's open batch, under one lock; the thread takes every open batch at once,
+ids each with :func:`~agentlog.event.uuid7_block` and writes it with one format for the whole batch
+(``EventLog.store_records``), getting back the first ``seq`` and the ``ts``. An acknowledgement is three
+references (its batch, its place in it, its body) resolved with its whole batch, and its
+:class:`~agentlog.Event` is parsed back from the body only when ``result()`` asks. So an event that nobody
+waits for leaves no object behind for the garbage collector to walk while it is queued.
 """
 
 from __future__ import annotations
@@ -22,20 +32,20 @@ from __future__ import annotations
 import atexit
 import enum
 import os
-import queue
 import threading
 import weakref
-from collections.abc import Awaitable
-from concurrent.futures import Future
+from bisect import bisect_right
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from . import _json
 from .errors import AgentlogError
-from .event import Draft, Event, make_draft
+from .event import Event, IdBlock, event_from_record, event_tail_of, prepare_random, uuid7_block
 from .log import EventLog
 from .names import validate_stream_name
 
-__all__ = ["EventDropped", "EventWriter", "Verbosity", "WriteMode", "should_log_event"]
+__all__ = ["Ack", "EventDropped", "EventWriter", "Verbosity", "WriteMode", "should_log_event"]
 
 
 class WriteMode(enum.Enum):
@@ -75,138 +85,462 @@ class EventDropped(AgentlogError):
     """The writer's queue was full and its policy is ``on_full="drop"``."""
 
 
+# Acknowledgements are resolved by the committing threads and waited for by callers: one condition for all
+# of them (waiting is rare; an object to wait on per event would cost more than the rest of emit), notified
+# once per batch.
+_RESOLVED = threading.Condition()
+
+# What a batch's commit ended in: (seq of its first event, ts), its spooled events, or the error.
+_Outcome = tuple[int, str] | list[Event] | BaseException
+
+
+class _Batch:
+    """Events for one stream, in emit order, taken by the thread as a whole."""
+
+    __slots__ = ("callbacks", "chunks", "finished", "ids", "outcome", "stream", "tails")
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self.tails: list[bytes] = []  # the events' bodies after their brace (event_tail)
+        self.ids: IdBlock | None = None  # given by the thread when it takes the batch
+        self.finished = False
+        self.outcome: _Outcome | None = None
+        # A batch longer than batch_size is committed in chunks: (first index, outcome) for each.
+        self.chunks: list[tuple[int, _Outcome]] | None = None
+        self.callbacks: list[tuple[Callable[[Ack], object], Ack]] | None = None
+
+    def outcome_of(self, index: int) -> tuple[_Outcome, int]:
+        """The outcome of the event at ``index`` and its place in the part of the batch it was written with."""
+        chunks = self.chunks
+        if chunks is None:
+            assert self.outcome is not None
+            return self.outcome, index
+        start, outcome = chunks[bisect_right(chunks, index, key=_first) - 1]
+        return outcome, index - start
+
+
+def _first(chunk: tuple[int, _Outcome]) -> int:
+    return chunk[0]
+
+
+def _settled() -> _Batch:
+    batch = _Batch("")
+    batch.outcome = (0, "")  # never read: a settled acknowledgement answers from its event
+    batch.finished = True
+    return batch
+
+
+#: The batch of every acknowledgement whose event has been built: done, and not failed.
+_SETTLED = _settled()
+
+
+def _failed_batch(stream: str, exc: BaseException) -> _Batch:
+    batch = _Batch(stream)
+    batch.outcome = exc
+    batch.finished = True
+    return batch
+
+
+class Ack:
+    """The acknowledgement of one ASYNC ``emit``: ``result(timeout)`` is the durable :class:`~agentlog.Event`,
+    or raises what kept it off the disk (:class:`EventDropped`, a :class:`~agentlog.StorageError`, ...).
+
+    It answers like a :class:`concurrent.futures.Future` (``result``, ``exception``, ``done``,
+    ``add_done_callback``; an emitted event cannot be cancelled) for a fraction of its cost: the writer's
+    thread resolves a whole batch at once, and the event is built from the stored line's body on the first
+    ``result()`` (so its ``data`` is an equal copy of what was emitted, as a later read returns it); the same
+    object is returned after that. A spooled event comes back with ``spooled`` true.
+    """
+
+    __slots__ = ("_batch", "_event", "_index", "_tail")
+
+    _batch: _Batch
+    _tail: bytes
+    _event: Event
+    _index: int
+
+    def done(self) -> bool:
+        """True once the event is durable (or spooled) or has failed."""
+        return self._batch.finished
+
+    def result(self, timeout: float | None = None) -> Event:
+        """The durable event; waits up to ``timeout`` seconds (forever when ``None``), then raises
+        :class:`TimeoutError`. Raises the error that kept the event off the disk."""
+        batch = self._batch
+        if not batch.finished:
+            self._wait(timeout)
+        try:
+            return self._event
+        except AttributeError:
+            pass
+        outcome, offset = batch.outcome_of(self._index)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if isinstance(outcome, list):
+            event = outcome[offset]  # spooled: the spool made the events
+        else:
+            first, ts = outcome
+            assert batch.ids is not None
+            event = event_from_record(_json.loads(b"{" + self._tail), batch.stream, first + offset)
+            event.id = batch.ids[self._index].decode()
+            event.ts = ts
+        self._event = event
+        # What made the event is not needed any more: a kept acknowledgement keeps only its event, not its
+        # batch's ids (nor its own body).
+        self._batch = _SETTLED
+        del self._tail
+        return event
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The error that kept the event off the disk, or ``None`` once it is durable; waits like ``result``."""
+        batch = self._batch
+        if not batch.finished:
+            self._wait(timeout)
+        outcome, _ = batch.outcome_of(self._index)
+        return outcome if isinstance(outcome, BaseException) else None
+
+    def add_done_callback(self, fn: Callable[[Ack], object]) -> None:
+        """Call ``fn(ack)`` once the acknowledgement is done: at once if it is, else from the writer's thread.
+        Exceptions from ``fn`` are logged, as :class:`concurrent.futures.Future` does."""
+        batch = self._batch
+        with _RESOLVED:
+            if not batch.finished:
+                if batch.callbacks is None:
+                    batch.callbacks = []
+                batch.callbacks.append((fn, self))
+                return
+        _call_back(fn, self)
+
+    def cancel(self) -> bool:
+        """An emitted event cannot be taken back: always ``False``."""
+        return False
+
+    def cancelled(self) -> bool:
+        return False
+
+    def _wait(self, timeout: float | None) -> None:
+        batch = self._batch
+        with _RESOLVED:
+            if not _RESOLVED.wait_for(lambda: batch.finished, timeout):
+                raise TimeoutError(f"the event was not durable within {timeout} s")
+
+    def __repr__(self) -> str:
+        batch = self._batch
+        if not batch.finished:
+            state = "pending"
+        else:
+            outcome, _ = batch.outcome_of(self._index)
+            state = "failed" if isinstance(outcome, BaseException) else "done"
+        try:
+            return f"<Ack {state} {self._event!r}>"
+        except AttributeError:
+            return f"<Ack {state} stream={batch.stream!r}>"
+
+
+_new = object.__new__
+
+
+def _ack(batch: _Batch, index: int, tail: bytes) -> Ack:
+    ack: Ack = _new(Ack)
+    ack._batch = batch
+    ack._index = index
+    ack._tail = tail
+    return ack
+
+
+def _call_back(fn: Callable[[Ack], object], ack: Ack) -> None:
+    try:
+        fn(ack)
+    except Exception:
+        import logging
+
+        logging.getLogger("agentlog").exception("EventWriter: exception calling callback for %r", ack)
+
+
+def _resolve(batch: _Batch) -> None:
+    """Mark ``batch`` done (its outcome is set), wake whoever waits, run its callbacks."""
+    with _RESOLVED:
+        batch.finished = True
+        _RESOLVED.notify_all()
+        callbacks, batch.callbacks = batch.callbacks, None
+    if callbacks:
+        for fn, ack in callbacks:
+            _call_back(fn, ack)
+
+
 class _Marker:
-    """A flush or stop request travelling through the queue behind the events emitted before it."""
+    """A flush or stop request, queued behind the batches of the events emitted before it."""
 
     __slots__ = ("done", "stop")
 
     def __init__(self, stop: bool = False) -> None:
-        self.done: Future[None] = Future()
+        self.done = threading.Event()
         self.stop = stop
 
 
-_Item = tuple[str, Draft, "Future[Event]"] | _Marker
+_INFO = int(Verbosity.INFO)
+_ASYNC = WriteMode.ASYNC
+# Stream names already validated (exact strings that passed validate_stream_name); bounded.
+_VALID_STREAMS: set[str] = set()
+_VALID_STREAMS_MAX = 4096
 
 
 class EventWriter:
     """Emit events to an :class:`~agentlog.EventLog` in SYNC or ASYNC (group commit) mode."""
 
     def __init__(self, log: EventLog, *, mode: WriteMode | str = WriteMode.SYNC,
-                 verbosity: Verbosity | int = Verbosity.DEBUG, queue_size: int = 10_000, batch_size: int = 1_000,
-                 on_full: str = "block") -> None:
+                 verbosity: Verbosity | int = Verbosity.DEBUG, queue_size: int = 10_000,
+                 batch_size: int = 10_000, on_full: str = "block") -> None:
         if queue_size <= 0 or batch_size <= 0:
             raise ValueError("queue_size and batch_size must be positive")
         if on_full not in ("block", "drop"):
             raise ValueError(f"on_full must be 'block' or 'drop', got {on_full!r}")
         self.log = log
-        self.mode = WriteMode(mode)
-        self.verbosity = verbosity
+        self._mode = WriteMode(mode)
+        self._verbosity = verbosity
+        #: The most events waiting for the thread to take them; emit blocks or drops beyond it.
         self.queue_size = queue_size
+        #: The most events one write and one fsync take: a longer batch is committed in parts.
         self.batch_size = batch_size
         self.on_full = on_full
         #: Events refused because the queue was full (``on_full="drop"``).
         self.dropped = 0
         #: Events filtered out by ``verbosity``.
         self.filtered = 0
-        self._lock = threading.Lock()
-        self._errors: list[BaseException] = []
         self._reset()
         _LIVE.add(self)
+        if self._mode is _ASYNC:
+            prepare_random()  # what the thread ids batches with: loaded now, not during the first batch
 
     def _reset(self) -> None:
-        self._queue: queue.Queue[_Item] = queue.Queue(self.queue_size)
+        # One lock for the queue, the thread's sleep and a full queue's wait.
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)  # the thread waits here for work
+        self._room = threading.Condition(self._lock)  # emit waits here on a full queue
+        self._open: dict[str, _Batch] = {}  # each stream's batch that emit appends to
+        self._sealed: list[_Batch | _Marker] = []  # closed by flush/stop, in order, before the open ones
+        self._pending = 0  # events in _open and _sealed: what queue_size bounds
+        self._idle = False  # the thread waits on _wake
+        self._room_waiters = 0
+        self._errors: list[BaseException] = []
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._exited = False
+        self._settle()
+
+    def _settle(self) -> None:
+        # emit's one check: ASYNC, started and not stopped, and an event without a level (INFO) passes.
+        self._fast = (self._mode is _ASYNC and self._thread is not None and not self._stopped
+                      and int(self._verbosity) <= _INFO)
+
+    @property
+    def mode(self) -> WriteMode:
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: WriteMode | str) -> None:
+        self._mode = WriteMode(mode)
+        self._settle()
+
+    @property
+    def verbosity(self) -> Verbosity | int:
+        return self._verbosity
+
+    @verbosity.setter
+    def verbosity(self, verbosity: Verbosity | int) -> None:
+        self._verbosity = verbosity
+        self._settle()
 
     # --- emitting -------------------------------------------------------------------------------------
 
-    def emit(self, stream: str, type: str, *, data: dict[str, Any] | None = None,
-             **fields: Any) -> Event | Future[Event] | None:
-        """Emit one event: the durable ``Event`` (SYNC), a ``Future`` of it (ASYNC), or ``None`` when
-        ``verbosity`` filters it out. Bad input raises :class:`~agentlog.InvalidEvent` here, in both modes."""
-        if not should_log_event(fields.get("level"), self.verbosity):
+    def emit(self, stream: str, type: str, *, data: dict[str, Any] | None = None, actor: str | None = None,
+             level: str | None = None, visibility: str | None = None, interaction: int | None = None,
+             **fields: Any) -> Event | Ack | None:
+        """Emit one event: the durable ``Event`` (SYNC), its :class:`Ack` (ASYNC), or ``None`` when
+        ``verbosity`` filters it out. Bad input raises :class:`~agentlog.InvalidEvent` here, in both modes.
+
+        The envelope's fields are named (``log.append`` takes them in ``**fields``): keyword arguments bound
+        to parameters cost far less than a dict to look them up in, and this runs for every event."""
+        if not self._fast:
+            return self._emit(stream, type, data, actor, level, visibility, interaction, fields)
+        if level is not None and not should_log_event(level, self._verbosity):
             self.filtered += 1
             return None
-        if self.mode is WriteMode.SYNC:
-            return self.log.append(stream, type, data=data, **fields)
-        stream, draft = self._draft(stream, type, data, fields)
-        future = self._enqueue(stream, draft, block=self.on_full == "block")
-        if future is None:
-            future = Future()
-            future.set_exception(self._dropped())
-        return future
+        if stream.__class__ is not str or stream not in _VALID_STREAMS:  # (an unhashable name is refused)
+            _remember_stream(stream)
+        tail = event_tail_of(stream, type, data, actor, level, visibility, interaction,
+                             _fields(level, visibility, interaction, fields) if fields else None,
+                             self.log.max_event_bytes)
+        # _enqueue_slowly's common case, inline: this runs for every event. acquire/release rather than
+        # `with`, which costs more than everything else the lock guards here.
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._pending >= self.queue_size or self._stopped:
+                return self._enqueue_slowly(stream, tail, self.on_full == "block") or self._drop(stream, tail)
+            batch = self._open.get(stream)
+            if batch is None:
+                batch = self._open[stream] = _Batch(stream)
+            tails = batch.tails
+            index = len(tails)
+            tails.append(tail)
+            self._pending += 1
+            if self._idle:
+                self._wake.notify()
+        finally:
+            lock.release()
+        ack: Ack = _new(Ack)
+        ack._batch = batch
+        ack._index = index
+        ack._tail = tail
+        return ack
 
-    async def aemit(self, stream: str, type: str, *, data: dict[str, Any] | None = None,
+    def _emit(self, stream: str, type: str, data: dict[str, Any] | None, actor: str | None, level: str | None,
+              visibility: str | None, interaction: int | None, fields: dict[str, Any]) -> Event | Ack | None:
+        """``emit`` when its one check fails: SYNC, filtered, not started yet, or stopped."""
+        if not should_log_event(level, self._verbosity):
+            self.filtered += 1
+            return None
+        given = _fields(level, visibility, interaction, fields)
+        if self._mode is not _ASYNC:
+            return self.log.append(stream, type, data=data, actor=actor, **given)
+        validate_stream_name(stream)
+        tail = event_tail_of(stream, type, data, actor, level, visibility, interaction, given,
+                             self.log.max_event_bytes)
+        if self._stopped:
+            raise AgentlogError("the writer is stopped")
+        self._ensure_thread()
+        with self._lock:
+            return self._enqueue_slowly(stream, tail, self.on_full == "block") or self._drop(stream, tail)
+
+    def _enqueue_slowly(self, stream: str, tail: bytes, block: bool) -> Ack | None:
+        """Queue ``tail`` (the lock is held) when the queue may be full or the writer stopped: waits for room
+        when ``block``, else returns ``None`` on a full queue."""
+        if self._stopped:
+            raise AgentlogError("the writer is stopped")
+        if self._pending >= self.queue_size:
+            if not block:
+                return None
+            self._room_waiters += 1
+            try:
+                while self._pending >= self.queue_size:
+                    if self._exited or self._stopped:
+                        raise AgentlogError("the writer is stopped")
+                    self._room.wait()
+            finally:
+                self._room_waiters -= 1
+        batch = self._open.get(stream)
+        if batch is None:
+            batch = self._open[stream] = _Batch(stream)
+        index = len(batch.tails)
+        batch.tails.append(tail)
+        self._pending += 1
+        if self._idle:
+            self._wake.notify()
+        return _ack(batch, index, tail)
+
+    def _drop(self, stream: str, tail: bytes) -> Ack:
+        """The acknowledgement of an event refused by a full queue (the lock is held)."""
+        self.dropped += 1
+        return _ack(_failed_batch(stream, self._dropped()), 0, tail)
+
+    def _dropped(self) -> EventDropped:
+        return EventDropped(f"queue full ({self.queue_size} events): event dropped")
+
+    async def aemit(self, stream: str, type: str, *, data: dict[str, Any] | None = None, actor: str | None = None,
+                    level: str | None = None, visibility: str | None = None, interaction: int | None = None,
                     **fields: Any) -> Event | None:
         """``emit`` for asyncio code: never blocks the event loop; returns the durable event."""
         import asyncio
 
-        if not should_log_event(fields.get("level"), self.verbosity):
+        if not should_log_event(level, self._verbosity):
             self.filtered += 1
             return None
-        if self.mode is WriteMode.SYNC:
-            return await asyncio.to_thread(self.log.append, stream, type, data=data, **fields)
-        stream, draft = self._draft(stream, type, data, fields)
-        future = self._enqueue(stream, draft, block=False)
-        if future is None:
-            if self.on_full == "drop":
-                raise self._dropped()
-            # Wait for room in a worker thread: the event loop itself must never block.
-            future = await asyncio.to_thread(self._enqueue, stream, draft, block=True)
-        assert future is not None
-        result: Awaitable[Event] = asyncio.wrap_future(future)
-        return await result
-
-    def _draft(self, stream: str, type: str, data: dict[str, Any] | None,
-               fields: dict[str, Any]) -> tuple[str, Draft]:
+        given = _fields(level, visibility, interaction, fields)
+        if self._mode is not _ASYNC:
+            return await asyncio.to_thread(self.log.append, stream, type, data=data, actor=actor, **given)
         validate_stream_name(stream)
-        actor = fields.pop("actor", None)
-        return stream, make_draft(stream, type, data=data, actor=actor, fields=fields,
-                                  max_event_bytes=self.log.max_event_bytes)
-
-    def _enqueue(self, stream: str, draft: Draft, *, block: bool) -> Future[Event] | None:
-        """Queue one event; ``None`` when the queue is full and ``block`` is false."""
+        tail = event_tail_of(stream, type, data, actor, level, visibility, interaction, given,
+                             self.log.max_event_bytes)
         if self._stopped:
             raise AgentlogError("the writer is stopped")
         self._ensure_thread()
-        future: Future[Event] = Future()
-        try:
-            self._queue.put((stream, draft, future), block=block)
-        except queue.Full:
-            return None
-        return future
-
-    def _dropped(self) -> EventDropped:
         with self._lock:
-            self.dropped += 1
-        return EventDropped(f"queue full ({self.queue_size} events): event dropped")
+            queued = self._enqueue_slowly(stream, tail, False)
+            if queued is None and self.on_full == "drop":
+                self.dropped += 1
+                raise self._dropped()
+        if queued is None:
+            # Wait for room in a worker thread: the event loop itself must never block.
+            def wait_and_enqueue() -> Ack | None:
+                with self._lock:
+                    return self._enqueue_slowly(stream, tail, True)
+
+            queued = await asyncio.to_thread(wait_and_enqueue)
+        assert queued is not None
+        ack = queued
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Event] = loop.create_future()
+
+        def settle() -> None:
+            if done.done():
+                return
+            exc = ack.exception(0)
+            if exc is not None:
+                done.set_exception(exc)
+            else:
+                done.set_result(ack.result(0))
+
+        def from_writer(_: Ack) -> None:
+            try:
+                loop.call_soon_threadsafe(settle)
+            except RuntimeError:  # the loop was closed meanwhile: nobody is awaiting any more
+                pass
+
+        ack.add_done_callback(from_writer)
+        return await done
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
     def start(self) -> EventWriter:
         """Start the background thread (ASYNC; ``emit`` also starts it on first use)."""
-        if self.mode is WriteMode.ASYNC:
+        if self._mode is _ASYNC:
             self._ensure_thread()
         return self
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until every event emitted so far is durable; raise the first write error since the last
         flush (events that failed are not retried)."""
-        if self.mode is WriteMode.ASYNC and self._thread is not None and self._thread.is_alive():
-            marker = _Marker()
-            self._queue.put(marker)
-            marker.done.result(timeout)
+        if self._mode is _ASYNC and self._thread is not None and self._thread.is_alive():
+            self._await_marker(_Marker(), timeout)
         self._raise_pending()
 
     def stop(self, timeout: float | None = None) -> None:
         """Flush, then end the background thread. Raises the first pending write error."""
-        if self.mode is WriteMode.ASYNC and self._thread is not None and self._thread.is_alive():
-            marker = _Marker(stop=True)
-            self._queue.put(marker)
-            marker.done.result(timeout)
+        if self._mode is _ASYNC and self._thread is not None and self._thread.is_alive():
+            self._await_marker(_Marker(stop=True), timeout)
             self._thread.join(timeout)
-        self._stopped = True
+        with self._lock:
+            self._stopped = True
+            self._settle()
         self._raise_pending()
+
+    def _await_marker(self, marker: _Marker, timeout: float | None) -> None:
+        with self._lock:
+            if self._exited:  # the thread has ended (and failed what it left): nobody would answer
+                return
+            if marker.stop:
+                self._stopped = True  # nothing emitted after the marker is accepted
+                self._settle()
+                self._room.notify_all()  # an emit waiting for room fails rather than wait for nobody
+            # Behind every batch open now: they hold events emitted before the marker.
+            self._sealed.extend(self._open.values())
+            self._open = {}
+            self._sealed.append(marker)
+            if self._idle:
+                self._wake.notify()
+        if not marker.done.wait(timeout):
+            raise TimeoutError(f"the writer did not flush within {timeout} s")
 
     def __enter__(self) -> EventWriter:
         return self.start()
@@ -229,53 +563,83 @@ class EventWriter:
                 # A daemon thread cannot keep the interpreter alive; the atexit hook flushes it first.
                 self._thread = threading.Thread(target=self._run, name="agentlog-writer", daemon=True)
                 self._thread.start()
+                self._settle()
 
     # --- the committing thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        q = self._queue
-        while True:
-            items = [q.get()]
-            while len(items) < self.batch_size:
-                try:
-                    items.append(q.get_nowait())
-                except queue.Empty:
-                    break
-            if self._commit(items):
-                return
-
-    def _commit(self, items: list[_Item]) -> bool:
-        """Write ``items`` with one append per stream, resolving markers in order; True on a stop marker."""
-        pending: dict[str, list[tuple[Draft, Future[Event]]]] = {}
-        for item in items:
-            if isinstance(item, _Marker):
-                self._write(pending)
-                pending = {}
-                item.done.set_result(None)
-                if item.stop:
-                    return True
-            else:
-                stream, draft, future = item
-                pending.setdefault(stream, []).append((draft, future))
-        self._write(pending)
-        return False
-
-    def _write(self, pending: dict[str, list[tuple[Draft, Future[Event]]]]) -> None:
-        for stream, entries in pending.items():
-            try:
-                events = self.log.append_drafts(stream, [draft for draft, _ in entries])
-            except BaseException as exc:  # every error must reach the caller, whatever it is
+        try:
+            while True:
                 with self._lock:
-                    self._errors.append(exc)
-                import logging
+                    while not self._open and not self._sealed:
+                        self._idle = True
+                        self._wake.wait()
+                    self._idle = False
+                    work = self._sealed
+                    work.extend(self._open.values())
+                    self._sealed = []
+                    self._open = {}
+                    self._pending = 0
+                    if self._room_waiters:
+                        self._room.notify_all()
+                stop = False
+                for item in work:
+                    if isinstance(item, _Marker):
+                        item.done.set()  # everything taken before it is resolved
+                        stop = stop or item.stop
+                    else:
+                        self._commit(item)
+                if stop:
+                    return
+        finally:
+            with self._lock:
+                self._exited = True
+                self._stopped = True
+                self._settle()
+                left = self._sealed + list(self._open.values())
+                self._sealed = []
+                self._open = {}
+                self._room.notify_all()
+            for item in left:  # none unless the thread died: say so to whoever waits
+                if isinstance(item, _Marker):
+                    item.done.set()
+                else:
+                    item.outcome = AgentlogError("the writer is stopped")
+                    _resolve(item)
 
-                logging.getLogger("agentlog").error("EventWriter: %d event(s) for %r not written: %s",
-                                                    len(entries), stream, exc)
-                for _, future in entries:
-                    future.set_exception(exc)
-                continue
-            for (_, future), event in zip(entries, events, strict=True):
-                future.set_result(event)
+    def _commit(self, batch: _Batch) -> None:
+        """Id, write and resolve one stream's batch: one write and one fsync per ``batch_size`` events."""
+        tails = batch.tails
+        n = len(tails)
+        size = self.batch_size
+        try:
+            ids = batch.ids = uuid7_block(n)
+            if n <= size:
+                batch.outcome = self._write(batch.stream, ids, tails)
+            else:
+                batch.chunks = [(start, self._write(batch.stream, ids[start:start + size],
+                                                    tails[start:start + size]))
+                                for start in range(0, n, size)]
+        except BaseException as exc:  # not the write's (that one is kept): still, nobody may wait forever
+            batch.chunks = None
+            batch.outcome = self._failed(batch.stream, n, exc)
+        batch.tails = []  # each acknowledgement has its own: the batch need not keep them all alive
+        _resolve(batch)
+
+    def _write(self, stream: str, ids: IdBlock, tails: list[bytes]) -> _Outcome:
+        try:
+            return self.log.store_records(stream, ids, tails)
+        except BaseException as exc:  # every error must reach the caller, whatever it is
+            return self._failed(stream, len(tails), exc)
+
+    def _failed(self, stream: str, n: int, exc: BaseException) -> BaseException:
+        """Keep ``exc`` for the next flush/stop and log it; it is the outcome of the ``n`` events."""
+        with self._lock:
+            self._errors.append(exc)
+        import logging
+
+        logging.getLogger("agentlog").error("EventWriter: %d event(s) for %r not written: %s", n, stream, exc)
+        return exc
 
     def _after_fork_in_child(self) -> None:
         # The parent's queued events are the parent's to write: a child that wrote them too would write
@@ -283,12 +647,28 @@ class EventWriter:
         self._reset()
 
 
+def _fields(level: str | None, visibility: str | None, interaction: int | None,
+            fields: dict[str, Any]) -> dict[str, Any]:
+    """Every field but type, data and actor, as ``log.append`` and the full checks take them (the named ones
+    first: what the caller wrote in between is not known any more; None values are skipped as ever)."""
+    given = {key: value for key, value in (("level", level), ("visibility", visibility),
+                                           ("interaction", interaction)) if value is not None}
+    given.update(fields)
+    return given
+
+
+def _remember_stream(stream: str) -> None:
+    validate_stream_name(stream)
+    if stream.__class__ is str and len(_VALID_STREAMS) < _VALID_STREAMS_MAX:
+        _VALID_STREAMS.add(stream)
+
+
 _LIVE: weakref.WeakSet[EventWriter] = weakref.WeakSet()
 
 
 def _flush_at_exit() -> None:
     for writer in list(_LIVE):
-        if writer.mode is WriteMode.ASYNC and writer._thread is not None and writer._thread.is_alive():
+        if writer._mode is _ASYNC and writer._thread is not None and writer._thread.is_alive():
             try:
                 writer.stop(timeout=60)
             except BaseException as exc:  # at exit there is no caller left: say it
@@ -298,6 +678,9 @@ def _flush_at_exit() -> None:
 
 
 def _after_fork() -> None:
+    global _RESOLVED
+    # Another thread may have held it at the fork; the parent's pending acknowledgements are not ours.
+    _RESOLVED = threading.Condition()
     for writer in list(_LIVE):
         writer._after_fork_in_child()
 

@@ -8,6 +8,10 @@ A backend may also offer ``scan`` (:class:`Scanner`): ``read`` restricted to a t
 backends that can skip what cannot match (the file backend bisects by time and searches bytes before
 parsing; PostgreSQL would use an index). ``EventLog.query`` uses it when it is there and filters ``read``
 otherwise, so it is an optimisation only: its results must equal that filter exactly.
+
+Likewise ``append_records`` (:class:`RecordAppender`): ``append`` given each event's id and serialised body
+(after its opening brace: :func:`agentlog.event.event_tail`) and returning where the batch landed, for
+``EventWriter``, which queues bytes and builds an :class:`~agentlog.Event` only when its caller asks for one.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import NamedTuple, Protocol
 from ..event import Draft, Event
 from ..report import Report
 
-__all__ = ["Backend", "Scanner", "StreamInfo"]
+__all__ = ["Backend", "RecordAppender", "Scanner", "StreamInfo"]
 
 
 class StreamInfo(NamedTuple):
@@ -77,5 +81,17 @@ class Scanner(Protocol):
         comparable (:func:`agentlog.event.comparable_ts`), is at or after ``since`` (canonical); events
         without a usable ``ts`` are left out when ``since`` is given. ``None`` means no condition. Lines
         skipped unparsed are not reported as malformed; ``verify`` still reports every one.
+        """
+        ...
+
+
+class RecordAppender(Protocol):
+    """The optional fast path a :class:`Backend` may add for ``EventLog.store_records``."""
+
+    def append_records(self, stream: str, ids: Sequence[bytes], tails: Sequence[bytes]) -> tuple[int, str]:
+        """Exactly ``append(stream, drafts)`` for the drafts with these ids (``Draft.id``, ASCII-encoded)
+        and bodies (``Draft.body[1:]``, the body after its opening brace), at least one: returns ``(seq,
+        ts)``, the first event's ``seq`` (the others follow it, gapless) and the ``ts`` every event of the
+        batch got. A record is ``{"seq":<seq>,"id":"<id>","ts":"<ts>",<tail>`` and a newline.
         """
         ...

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Collection
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from .. import _json
 from ..event import comparable_ts
@@ -41,30 +41,67 @@ Record = dict[str, Any]
 
 def record_filter(since: str | None, types: Collection[str] | None) -> Callable[[Record], bool] | None:
     """A test on parsed records equal to ``EventLog.query``'s on events: ``type in types``, and a ``ts`` at
-    or after ``since`` (canonical); ``None`` when there is nothing to test."""
+    or after ``since`` (canonical); ``None`` when there is nothing to test. For ``since`` alone it is an
+    :class:`AtOrAfter`, which readers may also apply to whole chunks of events at once."""
     if since is None:
         return None if types is None else partial(_type_in, types)
-    # The events of one batch share one ts, so the last verdict is usually the next one: checking that a
-    # string is canonical (a regex) costs more than comparing it with the previous one.
-    last_ts: object = _UNSET  # only ever a string after this: a missing or non-string ts never matches
-    last_ok = False
+    at_or_after = AtOrAfter(since)
+    if types is None:
+        return at_or_after
+    return lambda record: _type_in(types, record) and at_or_after(record)
 
-    def at_or_after(record: Record) -> bool:
-        nonlocal last_ts, last_ok
+
+class AtOrAfter:
+    """``ts >= since`` (canonical), on a record (its ``ts``, else its ``timestamp``: the ``ts`` that
+    ``event_from_record`` gives its event) or on an event's ``ts`` (:meth:`ts_ok`, :meth:`keep_all`)."""
+
+    __slots__ = ("_last_ok", "_last_ts", "since")
+
+    def __init__(self, since: str) -> None:
+        self.since = since
+        # The events of one batch share one ts, so the last verdict is usually the next one: checking that a
+        # string is canonical (a regex) costs more than comparing it with the previous one.
+        self._last_ts: object = _UNSET  # only ever a string after this: a missing or non-string ts never matches
+        self._last_ok = False
+
+    def __call__(self, record: Record) -> bool:
         ts = record.get("ts")
-        if ts == last_ts:
-            return last_ok
+        if ts == self._last_ts:
+            return self._last_ok
         if not isinstance(ts, str):
             ts = record.get("timestamp")
             if not isinstance(ts, str):
                 return False
-        comparable = comparable_ts(ts)
-        last_ts, last_ok = ts, comparable is not None and comparable >= since
-        return last_ok
+        return self.ts_ok(ts)
 
-    if types is None:
-        return at_or_after
-    return lambda record: _type_in(types, record) and at_or_after(record)
+    def ts_ok(self, ts: str | None) -> bool:
+        """The verdict on an event's ``ts`` (``None``: it has none, never at or after anything)."""
+        if ts == self._last_ts:
+            return self._last_ok
+        if ts is None:
+            return False
+        comparable = comparable_ts(ts)
+        self._last_ts, self._last_ok = ts, comparable is not None and comparable >= self.since
+        return self._last_ok
+
+    def keep_all(self, stamps: Collection[str | None]) -> bool:
+        """Whether every one of ``stamps`` (the distinct ``ts`` of a chunk of events) is at or after
+        ``since``. Many stamps (events appended one at a time) are checked at once when they are all
+        canonical: the lowest then decides, comparing as a string, as :func:`comparable_ts` would."""
+        if len(stamps) > _FEW_STAMPS and None not in stamps:
+            texts = cast("Collection[str]", stamps)
+            if min(texts) >= self.since and set(map(len, texts)) == {len(_SHAPE)} \
+                    and "".join(texts).translate(_ZEROS) == _SHAPE * len(texts):
+                return True
+        return all(map(self.ts_ok, stamps))
+
+
+#: The shape of a canonical ts with every digit made 0 (ASCII digits only: stricter than ``event``'s
+#: pattern, whose ``\d`` matches any decimal digit, so a stamp it would take and this would not is merely
+#: checked alone). Every stamp being 27 characters long keeps the joined ones aligned on the shape.
+_SHAPE = "0000-00-00T00:00:00.000000Z"
+_ZEROS = str.maketrans("123456789", "000000000")
+_FEW_STAMPS = 8  # up to this many, one by one: a batch shares one stamp, and each is cached as it passes
 
 
 def _type_in(types: Collection[str], record: Record) -> bool:

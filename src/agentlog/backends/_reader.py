@@ -8,16 +8,17 @@ gapless and file order stays seq order.
 from __future__ import annotations
 
 import collections
+import operator
 import os
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import _json
 from ..event import Event, comparable_ts, event_from_record
 from ._fs import find_last_newline, open_read
-from ._query import Record, Start, find_start
-from ._scan import chunks_forward, count_newlines, lines_backward, matching_lines, parse_line
+from ._query import AtOrAfter, Record, Start, find_start
+from ._scan import PARSE_CHUNK, chunks_forward, count_newlines, lines_backward, matching_lines, parse_line
 from ._segments import Segment
 
 if TYPE_CHECKING:
@@ -70,6 +71,10 @@ def seq_through(backend: FileBackend, stream: str, dir_fd: int, segments: list[S
     return count
 
 
+_SEQ = operator.itemgetter("seq")
+_EVENT_SEQ = operator.attrgetter("seq")
+_EVENT_TS = operator.attrgetter("ts")
+
 LAST = "last"
 MOVING = "moving"
 #: How often to look again at a rotation in progress before taking our segment as the last: a crashed
@@ -82,7 +87,8 @@ class Cursor:
 
     Two optional fast paths, used by queries (``FileBackend.scan``): ``since`` starts at the bisected
     position instead of the first segment (see :mod:`._query`), and ``needles`` parses only the lines that
-    contain one of them. ``keep`` then decides, on the parsed record, which events are yielded.
+    contain one of them. ``keep`` then decides, on the parsed record, which events are yielded; when it is
+    an :class:`~._query.AtOrAfter` (``since`` alone), it may judge a whole chunk's events by their ``ts``.
     """
 
     def __init__(self, backend: FileBackend, stream: str, after: int, *, since: str | None = None,
@@ -125,7 +131,10 @@ class Cursor:
                         return
                     time.sleep(poll)
                     continue
-                got = yield from self._pump()
+                got = False
+                for batch in self._pump():  # lists of events: yielded from here, one generator deep
+                    got = True
+                    yield from batch
                 successor = self._successor()
                 if successor == MOVING and moving < _MOVING_TRIES:
                     moving += 1
@@ -135,7 +144,9 @@ class Cursor:
                 if isinstance(successor, tuple):
                     # A later segment exists, so every write to ours happened before it was created (both
                     # under our file's lock): one more drain reads everything, then move on.
-                    got = (yield from self._pump()) or got
+                    for batch in self._pump():
+                        got = True
+                        yield from batch
                     self._switch(*successor)
                     continue
                 if not follow:
@@ -149,8 +160,8 @@ class Cursor:
         finally:
             self.close()
 
-    def _pump(self) -> Generator[Event, None, bool]:
-        """Yield the events now readable in our segment; return whether there were any."""
+    def _pump(self) -> Iterator[list[Event]]:
+        """The events now readable in our segment, in non-empty lists (a chunk's worth each)."""
         assert self.fd is not None
         size = os.fstat(self.fd).st_size
         if size < self.offset:
@@ -159,42 +170,87 @@ class Cursor:
             return self._pump_matching()
         return self._pump_all()
 
-    def _pump_all(self) -> Generator[Event, None, bool]:
-        # The loop every read runs once per line, so lines_forward and parse_line are inlined, state lives
-        # in locals stored back after each chunk (while we are suspended, nothing else looks at it), and a
-        # line's offset is worked out only for the warning about it. orjson refuses every line parse_line
-        # does (a NUL byte is never valid JSON), so only the warning needs parse_line's reason.
-        fd, after, keep, stream, loads = self.fd, self.after, self.keep, self.stream, _json.loads
-        assert fd is not None
-        prev = self.prev_seq
-        got = False
-        for pos, lines in chunks_forward(fd, self.offset):
-            for index, raw in enumerate(lines):
-                try:
-                    rec = loads(raw)
-                except _json.DecodeError:
-                    rec = None
-                if rec.__class__ is not dict:
-                    self._warn_malformed(pos + sum(map(len, lines[:index])) + index, raw)
-                    continue
-                seq = rec.get("seq")
-                if type(seq) is not int:
-                    seq = prev + 1
-                prev = seq
-                if seq > after and (keep is None or keep(rec)):
-                    got = True
-                    yield event_from_record(rec, stream, seq)
-            self.offset, self.prev_seq = pos + sum(map(len, lines)) + len(lines), prev
-        self.seq_off = self.offset
-        return got
+    def _pump_all(self) -> Iterator[list[Event]]:
+        # What every read runs on every line. A chunk's lines are parsed, numbered and filtered in C loops
+        # (map, min, set) when they allow it: JSON objects that all carry an integer seq above `after`, and
+        # no filter but `since`, judged on the chunk's distinct ts (AtOrAfter.keep_all). Any other chunk is
+        # taken line by line. Small chunks (PARSE_CHUNK) keep a chunk's lines and records in memory the
+        # allocator already holds: fresh pages cost more than parsing on some machines.
+        assert self.fd is not None
+        fd, keep = self.fd, self.keep
+        since = keep if isinstance(keep, AtOrAfter) else None
+        whole = keep is None or since is not None
+        for pos, lines in chunks_forward(fd, self.offset, chunk=PARSE_CHUNK):
+            recs = events = None
+            if whole:
+                recs, events = self._chunk(lines, since)
+            if events is None:
+                events = self._each(pos, lines, recs)
+            self.offset = self.seq_off = pos + sum(map(len, lines)) + len(lines)  # prev_seq is there too
+            if events:
+                yield events
 
-    def _pump_matching(self) -> Generator[Event, None, bool]:
+    def _chunk(self, lines: list[bytes], since: AtOrAfter | None) -> tuple[list[Any] | None, list[Event] | None]:
+        """``(records, events)`` for a chunk every line of which is an event numbered above ``after``;
+        ``(records or None, None)`` for any other (records when they all parsed)."""
+        after, stream = self.after, self.stream
+        try:
+            recs = list(map(_json.loads, lines))
+        except _json.DecodeError:
+            return None, None
+        try:
+            # Raises for a line that is not an object or has no seq (or one that does not compare with an
+            # integer); lets through a seq that is not an integer (a float, a bool), caught below.
+            if min(map(_SEQ, recs)) <= after:
+                return recs, None
+        except (KeyError, TypeError):
+            return recs, None
+        # A record whose seq is not an integer gives its event `after`, which the check below refuses.
+        events = [event_from_record(rec, stream, after) for rec in recs]
+        if min(map(_EVENT_SEQ, events)) <= after:
+            return recs, None
+        self.prev_seq = events[-1].seq
+        if since is not None and not since.keep_all(set(map(_EVENT_TS, events))):
+            ts_ok = since.ts_ok
+            events = [ev for ev in events if ts_ok(ev.ts)]
+        return recs, events
+
+    def _each(self, pos: int, lines: list[bytes], recs: list[Any] | None) -> list[Event]:
+        """The events of a chunk, line by line: malformed lines reported, seqs inferred, ``keep`` applied.
+        ``recs``, when given, are the lines already parsed."""
+        after, keep, stream, loads = self.after, self.keep, self.stream, _json.loads
+        prev = self.prev_seq
+        events: list[Event] = []
+        for index, raw in enumerate(lines):
+            if recs is not None:
+                rec = recs[index]
+            else:
+                try:
+                    rec = loads(raw)  # parse_line, inlined: orjson refuses every line it does (a NUL byte is
+                except _json.DecodeError:  # never valid JSON), so only the warning needs its reason
+                    rec = None
+            if rec.__class__ is not dict:
+                self._warn_malformed(pos + sum(map(len, lines[:index])) + index, raw)
+                continue
+            seq = rec.get("seq")
+            if type(seq) is not int:
+                seq = prev + 1
+            prev = seq
+            if seq > after and (keep is None or keep(rec)):
+                events.append(event_from_record(rec, stream, seq))
+        self.prev_seq = prev
+        return events
+
+    def _pump_matching(self) -> Iterator[list[Event]]:
         fd, keep, stream = self.fd, self.keep, self.stream
         assert fd is not None and self.needles is not None
-        got = False
+        events: list[Event] = []
         for start, raw in matching_lines(fd, self.offset, self.needles):
-            if raw is None:
+            if raw is None:  # the end of a chunk
                 self.offset = start
+                if events:
+                    yield events
+                    events = []
                 continue
             end = start + len(raw) + 1
             self.offset = end
@@ -207,9 +263,9 @@ class Cursor:
                 seq = self._seq_before(start) + 1
             self.prev_seq, self.seq_off = seq, end
             if seq > self.after and (keep is None or keep(rec)):
-                got = True
-                yield event_from_record(rec, stream, seq)
-        return got
+                events.append(event_from_record(rec, stream, seq))
+        if events:  # matching_lines ends every chunk with a mark, so this is only a safeguard
+            yield events
 
     def _seq_before(self, start: int) -> int:
         """The seq of the last event line before ``start`` (a line start at or after ``seq_off``)."""

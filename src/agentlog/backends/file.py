@@ -4,11 +4,16 @@ The write path for one append (or one batch), all under the stream file's own ``
 
 1. open ``O_APPEND | O_NOFOLLOW`` (cached per stream) and take the lock, with a deadline;
 2. if the file was rotated while we waited (another inode at the path, or a newer daily file), reopen;
-3. if the file does not end in ``\\n``, a writer died mid-record: quarantine the fragment and truncate it;
+3. if the file does not end in ``\\n``, a writer died mid-record: quarantine the fragment and truncate it
+   (not looked at when the file has the inode and size our last append left: then it ends as we wrote it);
 4. read the last ``seq`` and ``ts`` (cached per inode and size), rotate if the segment is full or the day
    changed, assign ``seq`` and ``ts``, and ``write()`` the whole batch once, rolling back a short write;
 5. unlock, then ``fdatasync`` (durability ``"fsync"``) so other writers are not held up by our flush and the
    kernel can merge concurrent flushes; only then is the append acknowledged.
+
+``append_records`` is that path for what ``EventWriter`` commits: ids and serialised bodies rather than
+drafts, formatted into the batch's lines with one ``%`` for the whole batch, and ``(first seq, ts)``
+returned rather than an :class:`~agentlog.Event` per line.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import weakref
 from collections.abc import Callable, Collection, Iterator, Sequence
 
 from ..errors import LockTimeout, StorageError
-from ..event import Draft, Event, format_ts
+from ..event import Draft, Event, IdBlock, format_ts
 from ..report import Report
 from . import StreamInfo
 from . import _fs as fs
@@ -49,7 +54,7 @@ _MAX_ATTEMPTS = 64
 class _Writer:
     """Per-process state for appending to one stream: cached descriptors and the last seq/ts."""
 
-    __slots__ = ("cache", "dir_fd", "fd", "layout", "mutex", "name")
+    __slots__ = ("cache", "dir_fd", "display", "fd", "layout", "mutex", "name")
 
     def __init__(self) -> None:
         # flock excludes other open file descriptions, not threads sharing ours: threads take this first.
@@ -58,6 +63,7 @@ class _Writer:
         self.dir_fd: int | None = None
         self.fd: int | None = None
         self.name = ""
+        self.display = ("", "")  # (name, its path for messages): segment_path, once per segment
         self.cache: tuple[int, int, int, str | None] | None = None  # (inode, size, last_seq, last_ts)
 
     def drop_file(self) -> None:
@@ -152,6 +158,13 @@ class FileBackend:
     def append(self, stream: str, drafts: Sequence[Draft]) -> list[Event]:
         if not drafts:
             return []
+        first, ts = self.append_records(stream, [d.id.encode() for d in drafts], [d.body[1:] for d in drafts])
+        return [d.event(first + i, ts) for i, d in enumerate(drafts)]
+
+    def append_records(self, stream: str, ids: Sequence[bytes], tails: Sequence[bytes]) -> tuple[int, str]:
+        """``append`` given each event's id and body after its brace; returns ``(seq of the first, ts)``."""
+        if not tails or len(ids) != len(tails):
+            raise ValueError("append_records needs as many ids as tails, and at least one")
         w = self._writer(stream)
         deadline = time.monotonic() + self.lock_timeout
         if not w.mutex.acquire(timeout=self.lock_timeout):
@@ -159,14 +172,14 @@ class FileBackend:
                               path=os.path.join(self.root, *size_dir(stream), base_name(stream)),
                               waited=self.lock_timeout)
         try:
-            fd, events = self._append_locked(w, stream, drafts, deadline)
+            fd, first, ts = self._append_locked(w, stream, ids, tails, deadline)
             if self.durability == "fsync":
                 try:
-                    fs.sync(fd, self.segment_path(stream, w.name))
+                    fs.sync(fd, self._display(w, stream))
                 except StorageError:
                     w.drop_file()  # do not trust this descriptor's error state again
                     raise
-            return events
+            return first, ts
         finally:
             w.mutex.release()
 
@@ -177,11 +190,12 @@ class FileBackend:
                 w = self._writers[stream] = _Writer()
             return w
 
-    def _append_locked(self, w: _Writer, stream: str, drafts: Sequence[Draft],
-                       deadline: float) -> tuple[int, list[Event]]:
+    def _append_locked(self, w: _Writer, stream: str, ids: Sequence[bytes], tails: Sequence[bytes],
+                       deadline: float) -> tuple[int, int, str]:
+        """Write the batch under the file's lock: ``(fd, seq of the first draft, ts)``."""
         for _attempt in range(_MAX_ATTEMPTS):
             fd = self._active_fd(w, stream)
-            display = self.segment_path(stream, w.name)
+            display = self._display(w, stream)
             fs.lock(fd, timeout=max(0.0, deadline - time.monotonic()), display=display)
             action = ""
             try:
@@ -190,7 +204,11 @@ class FileBackend:
                 if action:
                     continue
                 size = st.st_size
-                if size and fs.last_byte(fd, size) != b"\n":
+                cache = w.cache
+                # The file ends as our last append left it when it has that inode and size: then it ends in
+                # "\n" and one read less is done per batch. Anything else is checked for a torn tail.
+                if size and not (cache is not None and cache[0] == st.st_ino and cache[1] == size) \
+                        and fs.last_byte(fd, size) != b"\n":
                     size = self._repair(stream, fd, size, display)
                 last_seq, last_ts = self._last(w, stream, fd, st.st_ino, size)
                 ts = format_ts(time.time_ns())
@@ -200,24 +218,32 @@ class FileBackend:
                     self._seal(w, stream, fd, f"{ts[:10]}.jsonl")
                     action = "rotated"
                     continue
-                data = b"".join([d.line(last_seq + 1 + i, ts) for i, d in enumerate(drafts)])
+                data = _lines(ids, tails, last_seq + 1, ts)
                 if size and size + len(data) > self.segment_bytes:
                     self._seal(w, stream, fd, None)
                     action = "rotated"
                     continue
-                if len(drafts) > 1:
+                n = len(tails)
+                if n > 1:
                     # A batch that hits a full disk could land as a prefix of whole records that a reader
                     # sees before the rollback: reserve the space first, so ENOSPC comes before any byte.
                     fs.reserve(fd, size, len(data), display)
                 fs.write_all(fd, data, size, display)
-                n = len(drafts)
                 w.cache = (st.st_ino, size + len(data), last_seq + n, ts)
-                return fd, [d.event(last_seq + 1 + i, ts) for i, d in enumerate(drafts)]
+                return fd, last_seq + 1, ts
             finally:
                 fs.unlock(fd)
                 if action:
                     w.drop_file()  # only after unlocking, so the descriptor number cannot be reused first
         raise StorageError("could not settle on an active segment", path=self.segment_path(stream, w.name))
+
+    def _display(self, w: _Writer, stream: str) -> str:
+        """``segment_path(stream, w.name)``, worked out once per segment rather than twice per append."""
+        name, path = w.display
+        if name != w.name or not path:
+            path = self.segment_path(stream, w.name)
+            w.display = (w.name, path)
+        return path
 
     def _check_current(self, w: _Writer, st: os.stat_result) -> str:
         """Empty when the locked file is the stream's active segment; else why we must move."""
@@ -480,6 +506,34 @@ class FileBackend:
             w.close()
         self._writers = {}
         self._writers_lock = threading.Lock()
+
+
+def _lines(ids: Sequence[bytes], tails: Sequence[bytes], first: int, ts: str) -> bytes:
+    """The batch's records, ``{"seq":..,"id":..,"ts":..,`` and the tail, one line each.
+
+    One format for the whole batch, with the arguments interleaved in C: a writer's batch is thousands of
+    events, and a call per record costs more than the record. An :class:`~agentlog.event.IdBlock` (what
+    writers give) goes into the format itself, each comma of its text becoming the rest of one record and
+    the start of the next. ``ts`` goes into the format too (escaped: it can come from a foreign line)."""
+    n = len(tails)
+    ts_b = ts.encode().replace(b"%", b"%%")
+    if isinstance(ids, IdBlock) and n > 1:
+        head = b'{"seq":%d,"id":"' + ids.prefix
+        fmt = head + ids.suffixes.replace(b",", b'","ts":"' + ts_b + b'",%s\n' + head)
+        return fmt[:-len(head)] % _interleaved(range(first, first + n), tails)
+    fmt = b'{"seq":%d,"id":"%s","ts":"' + ts_b + b'",%s\n'
+    if n == 1:
+        return fmt % (first, ids[0], tails[0])
+    return (fmt * n) % _interleaved(range(first, first + n), ids, tails)
+
+
+def _interleaved(*columns: Sequence[object]) -> tuple[object, ...]:
+    """``(a[0], b[0], a[1], b[1], ...)`` for equally long ``columns``, by slice assignment (in C)."""
+    width = len(columns)
+    out: list[object] = [None] * (width * len(columns[0]))
+    for i, column in enumerate(columns):
+        out[i::width] = column  # raises ValueError unless every column is as long as the first
+    return tuple(out)
 
 
 def _owned_listing(dir_fd: int, lister: Callable[[int], list[Segment]]) -> list[Segment]:

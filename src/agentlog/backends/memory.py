@@ -24,22 +24,26 @@ class MemoryBackend:
     def append(self, stream: str, drafts: Sequence[Draft]) -> list[Event]:
         if not drafts:
             return []
+        first, ts = self.append_records(stream, [d.id.encode() for d in drafts], [d.body[1:] for d in drafts])
+        return [draft.event(first + i, ts) for i, draft in enumerate(drafts)]
+
+    def append_records(self, stream: str, ids: Sequence[bytes], tails: Sequence[bytes]) -> tuple[int, str]:
+        if not tails or len(ids) != len(tails):
+            raise ValueError("append_records needs as many ids as tails, and at least one")
         with self._changed:
             events = self._streams.setdefault(stream, [])
-            last_seq = len(events)
+            first = len(events) + 1
             ts = format_ts(time.time_ns())
             last_ts = events[-1][0].ts if events else None
             if last_ts is not None and ts < last_ts:
                 ts = last_ts
-            out = []
-            for i, draft in enumerate(drafts):
-                line = draft.line(last_seq + 1 + i, ts)
+            for i, (id, tail) in enumerate(zip(ids, tails, strict=True)):
+                line = b'{"seq":%d,"id":"%s","ts":"%s",%s\n' % (first + i, id, ts.encode(), tail)
                 # Store a parsed copy, so a caller mutating its dict afterwards cannot rewrite history.
-                stored = Event.from_record(_json.loads(line), stream=stream, seq=last_seq + 1 + i)
+                stored = Event.from_record(_json.loads(line), stream=stream, seq=first + i)
                 events.append((stored, len(line)))
-                out.append(draft.event(last_seq + 1 + i, ts))
             self._changed.notify_all()
-            return out
+            return first, ts
 
     def read(self, stream: str, after: int = 0) -> Iterator[Event]:
         with self._changed:
