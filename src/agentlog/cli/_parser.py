@@ -36,6 +36,8 @@ examples:
   agentlog init
   agentlog ledger write --agent alice task_start --task T-1
   agentlog status
+  agentlog run --agent alice --task T-1 -- make test
+  agentlog session-summary --agent alice --since 2026-11-22T00:00:00Z
   agentlog spool status
   agentlog stress --procs 10 --events 100 --size 10240"""
 
@@ -264,6 +266,39 @@ def build_parser() -> Parser:
                 "PATH:LINE: PROBLEM per problem; exit 1 if there is any, else 0.")
     p.add_argument("files", metavar="FILE", nargs="+", help="a file to check")
     p.add_argument("--status", action="store_true", help="the files are status.json files")
+
+    # --- run ----------------------------------------------------------------------------------------
+    root_only = Parser(add_help=False, formatter_class=Formatter)
+    root_only.add_argument("--root", metavar="DIR", default=argparse.SUPPRESS, help=ROOT_HELP)
+    p = command("run", "_run:run", "run a command as an agent's task, recording it in the agent's ledger",
+                "Write task_start (command, cwd, git HEAD) to AGENT's ledger, run CMD (no\n"
+                "shell) with stdin, stdout and stderr passed through live, write a heartbeat\n"
+                "every SECONDS while it runs, then task_result: exit code, duration, files\n"
+                "touched (git status before and after in a git work tree, else a bounded\n"
+                "mtime scan) and the last 4096 bytes of stdout and stderr. Secrets are\n"
+                "redacted before anything is written. A command that cannot start (exit 127\n"
+                "if not found, else 126) or dies by signal N (exit 128+N) also gets an error\n"
+                "event. SIGINT and SIGTERM are forwarded to CMD. Exits with CMD's status. If\n"
+                "the ledger cannot be written, CMD still runs and a warning goes to stderr\n"
+                "(the events go to the offline spool when it is on).",
+                parents=[root_only])
+    p.usage = "agentlog run [-h] [--root DIR] --agent A [--task ID] [--heartbeat SECONDS] -- CMD [ARGS...]"
+    p.add_argument("--agent", metavar="A", required=True, help="the agent whose ledger records the run")
+    p.add_argument("--task", metavar="ID", default=None, help="the task id (default: a new UUIDv7)")
+    p.add_argument("--heartbeat", metavar="SECONDS", type=float, default=None,
+                   help="seconds between heartbeats while CMD runs (default: 30; 0: none)")
+    p.add_argument("command", metavar="CMD", nargs=argparse.REMAINDER,
+                   help="the command and its arguments, after '--'")
+
+    p = command("session-summary", "_run:session_summary", "summarise an agent's session from its ledger",
+                "Summarise AGENT's ledger (from --since on, else all of it) as markdown:\n"
+                "tasks run, durations, exit codes, errors, files touched. Writes it to\n"
+                "ROOT/agents/AGENT/sessions/<start>-<last seq>.md (start: --since, else the\n"
+                "first event's ts, as YYYYMMDDTHHMMSS.ffffffZ) and prints the path (with\n"
+                "--json, the summary record). Exit 1 if AGENT has no ledger.")
+    p.add_argument("--agent", metavar="A", required=True, help="the agent to summarise")
+    p.add_argument("--since", metavar="TS", default=None,
+                   help="only events with ts at or after TS (RFC 3339; default: the whole ledger)")
 
     # --- spool ----------------------------------------------------------------------------------------
     p = command("spool", "_spool:spool", "show or replay events waiting in the offline spool",

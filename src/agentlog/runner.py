@@ -1,0 +1,725 @@
+"""Running a command under an agent's ledger: what ``agentlog run`` does.
+
+:func:`run_command` writes ``task_start`` (the command, its working directory, the git ``HEAD`` when there is
+one), runs the command with stdin inherited and stdout/stderr passed through live, writes a heartbeat every
+``heartbeat`` seconds while it runs, and writes ``task_result`` (exit code, signal, duration, the files it
+touched, the redacted tails of its output). A command that cannot start, or that dies by a signal, also gets an
+``error`` event. The ledger never stops the command: a write that fails is reported on stderr
+(``agentlog: warning: ...``) and the run goes on; with the spool on, such events wait in the spool instead.
+
+Output. The command's stdout and stderr are pipes read by two threads that write every chunk through to our
+own stdout and stderr at once and keep the last :data:`TAIL_BYTES` bytes of each for ``task_result``. Because
+they are pipes, not the terminal, programs that buffer their output when it is not a terminal (C stdio,
+Python without ``-u``) print in larger chunks. If our own stdout goes away (``agentlog run -- yes | head``),
+the pipe is closed, so the command gets ``SIGPIPE`` as it would without the wrapper. Output written after the
+command exited, by processes it left behind holding the pipes, is passed on for :data:`DRAIN_GRACE` seconds.
+
+Redaction. Everything recorded goes through :func:`agentlog.redact.default_redactor` (plus an argument that
+follows a secret-named flag, as in ``--password hunter2``). Each tail is redacted *before* it is cut to
+:data:`TAIL_BYTES`, with :data:`REDACT_WINDOW_BYTES` more bytes of output in view, so a secret crossing the cut
+is still recognised (unless it is longer than that window).
+
+Signals. The command stays in our process group, so it remains in the terminal's foreground group (it can
+read the terminal and receives Ctrl-C itself). While it runs, SIGINT and SIGTERM sent to ``agentlog run`` are
+forwarded to it and ``agentlog run`` keeps waiting for it to exit; on Linux a signal the terminal generated
+(``si_code`` ``SI_KERNEL``: Ctrl-C reaches the whole foreground group) is not forwarded again, so the command
+receives it once. (A signal sent by another process to the whole process group reaches it twice.) A signal
+that was ignored when the run began stays ignored, for us and for the command. The handlers and the signal
+mask are restored afterwards.
+
+Files touched. In a git work tree: ``git status --porcelain -z --untracked-files=all`` before and after the
+run, with a content hash of each listed file; a path whose status or content changed is reported, plus every
+path changed by commits the command made. Ignored files are not seen. Elsewhere: a scan of the working
+directory for files whose mtime is at or after the start, bounded by :data:`SCAN_MAX_ENTRIES` entries and
+:data:`SCAN_MAX_SECONDS`, skipping :data:`SCAN_SKIP`; deletions are not seen. Either way at most
+:data:`FILES_TOUCHED_MAX` paths are recorded, relative to the working directory, sorted, and
+``files_touched_truncated`` is set when a bound was hit. The log's own root is never reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import select
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import IO, Any
+
+from .errors import AgentlogError
+from .event import Event, uuid7
+from .ledger import Ledger, ledger_stream, open_ledger
+from .redact import _SECRET_KEYS, Redactor, default_redactor
+
+__all__ = [
+    "DEFAULT_HEARTBEAT",
+    "DRAIN_GRACE",
+    "EXIT_NOT_EXECUTABLE",
+    "EXIT_NOT_FOUND",
+    "FILES_TOUCHED_MAX",
+    "REDACT_WINDOW_BYTES",
+    "SCAN_MAX_ENTRIES",
+    "SCAN_MAX_SECONDS",
+    "SCAN_SKIP",
+    "TAIL_BYTES",
+    "RunResult",
+    "run_command",
+]
+
+#: ``stdout_tail`` and ``stderr_tail`` hold at most this many bytes (UTF-8) of the end of the output.
+TAIL_BYTES = 4096
+#: How much more output (bytes, before the tail) redaction sees, so a secret crossing the cut is recognised.
+REDACT_WINDOW_BYTES = 8192
+#: Seconds between heartbeats unless told otherwise; each promises the next within twice this.
+DEFAULT_HEARTBEAT = 30.0
+#: Outside git, the scan for files touched stops after this many directory entries ...
+SCAN_MAX_ENTRIES = 10_000
+#: ... or this many seconds.
+SCAN_MAX_SECONDS = 2.0
+#: Directories the scan does not enter.
+SCAN_SKIP = frozenset({".git", ".hg", ".svn", ".venv", "node_modules", "__pycache__"})
+#: At most this many paths are recorded in ``files_touched`` (and git status entries compared).
+FILES_TOUCHED_MAX = 1000
+#: Exit status when the command is not found, and when it is found but cannot be executed (as in sh).
+EXIT_NOT_FOUND, EXIT_NOT_EXECUTABLE = 127, 126
+#: Seconds to keep passing on output after the command exited, while something it started holds the pipes.
+DRAIN_GRACE = 2.0
+
+_GIT_TIMEOUT = 10.0
+_HEARTBEAT_MAX = 86400.0
+_HASH_MAX_BYTES = 1 << 20  # larger files are compared by size and mtime
+_HASH_BUDGET = 64 << 20  # bytes hashed before a run, at most
+_SI_KERNEL = 0x80  # Linux: the kernel (the tty's line discipline) sent the signal
+_FORWARDED = (signal.SIGINT, signal.SIGTERM)
+_SECRET_FLAG = re.compile(rf"(?i)-{{1,2}}(?:[a-z0-9]+[-_])*(?:{_SECRET_KEYS})")
+
+
+@dataclass
+class RunResult:
+    """What happened: the fields of ``task_result`` as recorded (redacted), and what the ledger took."""
+
+    agent: str
+    task: str
+    exit_code: int
+    signal: int | None = None
+    duration_s: float = 0.0
+    #: ``False`` when the command could not be started (``error`` says why).
+    started: bool = True
+    #: Why it could not start, or which signal killed it (the ledger's ``error`` event has it redacted).
+    error: str | None = None
+    files_touched: list[str] = field(default_factory=list)
+    files_touched_truncated: bool = False
+    #: ``"git"``, ``"mtime"`` or ``None`` (not computed: the command did not start).
+    files_touched_method: str | None = None
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    #: The ledger events written (or spooled: ``event.spooled``), in order.
+    events: list[Event] = field(default_factory=list)
+    #: Ledger writes that failed (each was reported as a warning; repeated heartbeat failures only once).
+    failed_writes: int = 0
+
+
+def run_command(ledger_or_root: Ledger | str | os.PathLike[str] | None, agent: str, argv: Sequence[str], *,
+                task: str | None = None, heartbeat: float | None = DEFAULT_HEARTBEAT,
+                cwd: str | os.PathLike[str] | None = None, redactor: Redactor | None = None,
+                passthrough: bool = True, stdout: IO[bytes] | None = None, stderr: IO[bytes] | None = None,
+                forward_signals: bool = True, warn: Callable[[str], None] | None = None,
+                spool_dir: str | os.PathLike[str] | bool | None = None) -> RunResult:
+    """Run ``argv`` (no shell) as a task of ``agent``, recording it in the agent's ledger; see the module.
+
+    ``ledger_or_root``: an open :class:`Ledger`, or a root to open one on (closed afterwards; ``spool_dir`` as
+    in :func:`agentlog.open_log`). ``task``: the task id (default: a new UUIDv7). ``heartbeat``: seconds
+    between heartbeats (``None`` or 0: none). ``cwd``: where to run it (default: here). ``redactor``: the
+    rules (default: :func:`default_redactor`). Output goes to ``stdout``/``stderr`` (binary streams; default
+    ours), or nowhere with ``passthrough=False``. Signals are forwarded only from the main thread.
+    ``warn`` receives each warning (default: a line ``agentlog: warning: ...`` on stderr).
+
+    The command sees ``AGENTLOG_AGENT`` and ``AGENTLOG_TASK`` in its environment. Raises ``ValueError`` for a
+    bad agent, task, heartbeat, ``cwd`` or an empty ``argv``, before anything is written or run.
+    """
+    argv = [os.fspath(arg) for arg in argv]
+    if not argv:
+        raise ValueError("no command given")
+    ledger_stream(agent)  # refuses a bad agent name before anything runs
+    if task is None:
+        task = uuid7()
+    elif not isinstance(task, str) or not task or len(task) > 256 or not task.isprintable():
+        raise ValueError(f"a task id is 1-256 printable characters, got {task!r}")
+    if heartbeat is not None and not 0 <= heartbeat <= _HEARTBEAT_MAX:
+        raise ValueError(f"heartbeat must be 0 to {_HEARTBEAT_MAX:.0f} seconds (0 or None: no heartbeats)")
+    where = os.path.abspath(os.fspath(cwd)) if cwd is not None else os.getcwd()
+    if not os.path.isdir(where):
+        raise ValueError(f"no such directory: {where}")
+    recorder = _Recorder(ledger_or_root, agent, task, _RunRedactor(redactor or default_redactor()),
+                         warn or _warn_stderr, spool_dir)
+    try:
+        return _run(recorder, argv, where, heartbeat or None, passthrough, stdout, stderr, forward_signals)
+    finally:
+        recorder.close()
+
+
+def _run(rec: _Recorder, argv: list[str], cwd: str, heartbeat: float | None, passthrough: bool,
+         stdout: IO[bytes] | None, stderr: IO[bytes] | None, forward_signals: bool) -> RunResult:
+    result = RunResult(agent=rec.agent, task=rec.task, exit_code=0)
+    git_top = _git_toplevel(cwd)
+    head = _git_head(cwd) if git_top else None
+    before = _git_status(git_top, cwd, hash_budget=_HASH_BUDGET) if git_top else None
+    start_ns = _fs_clock_ns()
+    rec.write("task_start", {"command": [_text(arg) for arg in argv], "cwd": _text(cwd), "git_head": head,
+                             "pid": os.getpid()})
+
+    out_sink = err_sink = None
+    if passthrough:
+        out_sink = stdout if stdout is not None else _binary(sys.stdout)
+        err_sink = stderr if stderr is not None else _binary(sys.stderr)
+    for text_stream in (sys.stdout, sys.stderr):  # what we printed so far goes first
+        try:
+            if text_stream is not None:
+                text_stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    signals = _Signals(forward_signals)
+    signals.install()
+    try:
+        env = {**os.environ, "AGENTLOG_AGENT": rec.agent, "AGENTLOG_TASK": rec.task}
+        began = time.monotonic()
+        try:
+            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as exc:
+            return _not_started(rec, result, argv, exc, began)
+        signals.block()  # our threads started from here on inherit the blocked mask
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err = _Pump(proc.stdout, out_sink), _Pump(proc.stderr, err_sink)
+        out.start()
+        err.start()
+        stop_beats = threading.Event()
+        beats = None
+        if heartbeat:
+            beats = threading.Thread(target=_beat, args=(rec, heartbeat, stop_beats), daemon=True,
+                                     name="agentlog-heartbeat")
+            beats.start()
+        try:
+            code = signals.wait(proc)
+            result.duration_s = round(time.monotonic() - began, 6)
+        finally:
+            signals.unblock()  # a signal from now on is recorded by our handler, not forwarded, not fatal
+            stop_beats.set()
+            _drain([out, err])
+            if beats is not None:
+                beats.join()
+
+        if code < 0:
+            result.signal = -code
+            result.exit_code = 128 - code
+        else:
+            result.exit_code = code
+        if git_top and before is not None:
+            touched, truncated = _git_touched(git_top, cwd, before, head, rec.excluded)
+            result.files_touched_method = "git"
+        else:
+            touched, truncated = _scan_touched(cwd, start_ns, rec.excluded)
+            result.files_touched_method = "mtime"
+        if len(touched) > FILES_TOUCHED_MAX:
+            touched, truncated = touched[:FILES_TOUCHED_MAX], True
+        recorded = rec.write("task_result", {
+            "exit_code": result.exit_code, "signal": result.signal, "duration_s": result.duration_s,
+            "files_touched": touched, "files_touched_truncated": truncated,
+            "files_touched_method": result.files_touched_method,
+            "stdout_tail": _decode(out.tail), "stderr_tail": _decode(err.tail),
+            "stdout_bytes": out.total, "stderr_bytes": err.total})
+        result.files_touched, result.files_touched_truncated = recorded["files_touched"], truncated
+        result.stdout_tail, result.stderr_tail = recorded["stdout_tail"], recorded["stderr_tail"]
+        result.stdout_bytes, result.stderr_bytes = out.total, err.total
+        if result.signal is not None:
+            result.error = f"{_text(argv[0])} was killed by signal {result.signal} ({_signal_name(result.signal)})"
+            rec.write("error", {"message": result.error, "kind": "signal", "signal": result.signal})
+    finally:
+        signals.restore()
+    result.events, result.failed_writes = rec.events, rec.failed
+    return result
+
+
+def _not_started(rec: _Recorder, result: RunResult, argv: list[str], exc: OSError, began: float) -> RunResult:
+    """The command could not be started: ``task_result`` with 127 (not found) or 126, then ``error``."""
+    not_found = isinstance(exc, FileNotFoundError)
+    result.started = False
+    result.exit_code = EXIT_NOT_FOUND if not_found else EXIT_NOT_EXECUTABLE
+    result.duration_s = round(time.monotonic() - began, 6)
+    # "cannot run X (reason)": "/etc/passwd: Permission denied" would read as an assignment to redaction.
+    result.error = f"cannot run {_text(argv[0])} ({exc.strerror or exc})"
+    rec.write("task_result", {"exit_code": result.exit_code, "signal": None, "duration_s": result.duration_s,
+                              "files_touched": [], "files_touched_truncated": False, "stdout_tail": "",
+                              "stderr_tail": ""})
+    rec.write("error", {"message": result.error, "kind": "not_found" if not_found else "not_executable",
+                        "errno": exc.errno})
+    result.events, result.failed_writes = rec.events, rec.failed
+    return result
+
+
+# --- the ledger, never in the way -----------------------------------------------------------------------
+
+class _Recorder:
+    """Writes the run's ledger events; a write that fails becomes a warning, never an exception."""
+
+    def __init__(self, ledger_or_root: Ledger | str | os.PathLike[str] | None, agent: str, task: str,
+                 redactor: _RunRedactor, warn: Callable[[str], None],
+                 spool_dir: str | os.PathLike[str] | bool | None) -> None:
+        self.agent, self.task, self.redactor, self.warn_line = agent, task, redactor, warn
+        self.events: list[Event] = []
+        self.failed = 0
+        self._warned_heartbeat = False
+        self._own = not isinstance(ledger_or_root, Ledger)
+        self.ledger: Ledger | None = None
+        if isinstance(ledger_or_root, Ledger):
+            self.ledger = ledger_or_root
+        else:
+            try:
+                options: dict[str, Any] = {} if spool_dir is None else {"spool_dir": spool_dir}
+                self.ledger = open_ledger(ledger_or_root, **options)
+            except (AgentlogError, OSError, ValueError) as exc:
+                self._failed("the ledger", exc)
+        #: Never reported as touched: the log's root and its spool.
+        self.excluded: list[str] = []
+        if self.ledger is not None:
+            self.excluded.append(os.path.abspath(self.ledger.log.root))
+            spool = self.ledger.log.spool
+            if spool is not None:
+                self.excluded.append(spool.directory)
+
+    def write(self, type: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Write one event; returns its data as recorded (redacted), whether or not the write succeeded."""
+        recorded, _ = self.redactor.redact(data)
+        if self.ledger is not None:
+            try:
+                self.events.append(self.ledger.write(self.agent, type, task=self.task, data=data,
+                                                     redactor=self.redactor))
+            except (AgentlogError, OSError) as exc:
+                self._failed(type, exc)
+        return dict(recorded)
+
+    def heartbeat(self, interval: float) -> None:
+        if self.ledger is None:
+            return
+        try:
+            self.events.append(self.ledger.heartbeat(self.agent, next_due=interval * 2, task=self.task))
+        except (AgentlogError, OSError) as exc:
+            if self._warned_heartbeat:
+                self.failed += 1
+                return
+            self._warned_heartbeat = True
+            self._failed("heartbeat", exc, " (further heartbeat failures are not reported)")
+
+    def _failed(self, what: str, exc: BaseException, more: str = "") -> None:
+        self.failed += 1
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        self.warn_line(f"could not write {what} to the ledger of {self.agent!r}: {message}; "
+                       f"the command is not affected{more}")
+
+    def close(self) -> None:
+        if self._own and self.ledger is not None:
+            try:
+                self.ledger.close()
+            except (AgentlogError, OSError):
+                pass
+
+
+def _warn_stderr(message: str) -> None:
+    try:
+        sys.stderr.write(f"agentlog: warning: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _beat(rec: _Recorder, interval: float, stop: threading.Event) -> None:
+    while True:
+        rec.heartbeat(interval)
+        if stop.wait(interval):
+            return
+
+
+# --- redaction ----------------------------------------------------------------------------------------
+
+class _RunRedactor(Redactor):
+    """The given rules, plus: the value after a secret-named flag in ``command`` (``--token X``), and each
+    ``*_tail`` redacted first, then cut to :data:`TAIL_BYTES`."""
+
+    def __init__(self, base: Redactor) -> None:
+        super().__init__(base.rules)
+
+    def redact(self, value: Any) -> tuple[Any, list[dict[str, Any]]]:
+        counts: Counter[str] = Counter()
+        if isinstance(value, dict) and isinstance(value.get("command"), list):
+            value = {**value, "command": self._flag_values(value["command"], counts)}
+        out, found = super().redact(value)
+        for item in found:
+            counts[item["rule"]] += item["count"]
+        if isinstance(out, dict):
+            for key in ("stdout_tail", "stderr_tail"):
+                if isinstance(out.get(key), str):
+                    out[key] = _cut(out[key], TAIL_BYTES)
+        return out, [{"rule": rule.name, "count": counts[rule.name]} for rule in self.rules if counts[rule.name]]
+
+    def _flag_values(self, command: list[Any], counts: Counter[str]) -> list[Any]:
+        out = list(command)
+        for i in range(len(out) - 1):
+            flag, value = out[i], out[i + 1]
+            if isinstance(flag, str) and isinstance(value, str) and _SECRET_FLAG.fullmatch(flag):
+                joined, found = self.redact_text(f"{flag}={value}")
+                if found and joined.startswith(flag + "="):
+                    out[i + 1] = joined[len(flag) + 1:]
+                    counts.update(found)
+        return out
+
+
+def _cut(text: str, limit: int) -> str:
+    """The last ``limit`` bytes of ``text`` (UTF-8), not starting inside a character or a redaction marker."""
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return text
+    kept = raw[-limit:].decode("utf-8", "ignore")
+    dropped = text[:len(text) - len(kept)]
+    marker = dropped.rfind("[REDACTED:")
+    if marker >= 0 and "]" not in dropped[marker:]:
+        close = kept.find("]")
+        if close >= 0:
+            kept = kept[close + 1:]
+    return kept
+
+
+def _decode(data: bytes) -> str:
+    """Output bytes as text: invalid UTF-8 becomes U+FFFD (a lone surrogate could not be stored)."""
+    return data.decode("utf-8", "replace")
+
+
+def _text(value: str) -> str:
+    """A path or argument as storable text: bytes that are not UTF-8 become ``\\xNN``."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+# --- output -------------------------------------------------------------------------------------------
+
+class _Pump(threading.Thread):
+    """Reads one of the command's pipes: every chunk goes to ``sink`` at once; the end is kept as the tail."""
+
+    def __init__(self, pipe: IO[bytes], sink: IO[bytes] | None) -> None:
+        super().__init__(daemon=True, name="agentlog-output")
+        self.pipe, self.sink = pipe, sink
+        self.keep = TAIL_BYTES + REDACT_WINDOW_BYTES
+        self.buffer = bytearray()
+        self.total = 0
+        self.stop = threading.Event()
+
+    @property
+    def tail(self) -> bytes:
+        return bytes(self.buffer)
+
+    def run(self) -> None:
+        fd = self.pipe.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        try:
+            while True:
+                if not poller.poll(100):
+                    if self.stop.is_set():
+                        return
+                    continue
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                self.total += len(chunk)
+                self.buffer += chunk
+                if len(self.buffer) > self.keep:
+                    del self.buffer[:len(self.buffer) - self.keep]
+                if self.sink is not None:
+                    try:
+                        self.sink.write(chunk)
+                        self.sink.flush()
+                    except (OSError, ValueError):
+                        # Our reader went away: close the pipe, so the command learns it as it would have.
+                        return
+        finally:
+            self.pipe.close()
+
+
+def _binary(stream: Any) -> IO[bytes] | None:
+    if stream is None:
+        return None
+    buffer = getattr(stream, "buffer", None)
+    return buffer if buffer is not None else None
+
+
+def _drain(pumps: list[_Pump]) -> None:
+    """Wait for the output to end; after :data:`DRAIN_GRACE` seconds, stop reading it."""
+    deadline = time.monotonic() + DRAIN_GRACE
+    for pump in pumps:
+        pump.join(max(0.0, deadline - time.monotonic()))
+    for pump in pumps:
+        pump.stop.set()
+    for pump in pumps:
+        pump.join(1.0)
+
+
+# --- signals ------------------------------------------------------------------------------------------
+
+class _Signals:
+    """Forward SIGINT and SIGTERM to the command while it runs; see the module's docstring."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.previous: dict[int, Any] = {}
+        self.pending: list[int] = []
+        self.masked: set[int] = set()
+        self.old_mask: set[Any] | None = None
+
+    def install(self) -> None:
+        if not self.enabled:
+            return
+        for sig in _FORWARDED:
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                continue  # ignored when we began: stays ignored, and the command inherits that
+            self.previous[sig] = signal.signal(sig, self._record)
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        self.pending.append(signum)
+
+    def block(self) -> None:
+        """Block the signals in this thread (and the threads it starts) and take them with sigtimedwait, which
+        says who sent them. Called after the command started, so that it does not inherit the mask."""
+        if self.previous and hasattr(signal, "sigtimedwait") and hasattr(signal, "pthread_sigmask"):
+            self.masked = {*self.previous, signal.SIGCHLD}
+            self.old_mask = set(signal.pthread_sigmask(signal.SIG_BLOCK, self.masked))
+
+    def unblock(self) -> None:
+        if self.old_mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.old_mask)  # pending ones go to _record
+            self.old_mask = None
+            self.masked = set()
+
+    def wait(self, proc: subprocess.Popen[bytes]) -> int:
+        while True:
+            code = proc.poll()
+            if code is not None:
+                return code
+            if self.masked:
+                info = signal.sigtimedwait(self.masked, 0.1)
+                # One the terminal sent (Ctrl-C) reached the command too, in the same foreground group.
+                if info is not None and info.si_signo != signal.SIGCHLD and not _from_terminal(info):
+                    _forward(proc, info.si_signo)
+            else:
+                try:
+                    proc.wait(timeout=0.1)
+                except subprocess.TimeoutExpired:
+                    pass
+            while self.pending:
+                _forward(proc, self.pending.pop(0))
+
+    def restore(self) -> None:
+        self.unblock()
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous.clear()
+
+
+def _from_terminal(info: signal.struct_siginfo) -> bool:
+    return sys.platform.startswith("linux") and info.si_code == _SI_KERNEL
+
+
+def _forward(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        proc.send_signal(sig)  # does nothing once the command has been reaped
+    except OSError:
+        pass
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+# --- files touched ------------------------------------------------------------------------------------
+
+def _git(cwd: str, *args: str) -> bytes | None:
+    """``git ARGS`` in ``cwd``: its stdout, or ``None`` if git is missing, fails or takes too long. Optional
+    locks are off, so ``git status`` never takes the index lock from under the command."""
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, timeout=_GIT_TIMEOUT,
+                              env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"}, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _git_toplevel(cwd: str) -> str | None:
+    out = _git(cwd, "rev-parse", "--show-toplevel")
+    top = os.fsdecode(out.rstrip(b"\n")) if out else ""
+    return top if top and os.path.isdir(top) else None
+
+
+def _git_head(cwd: str) -> str | None:
+    out = _git(cwd, "rev-parse", "--verify", "-q", "HEAD")
+    return (out.decode("ascii", "replace").strip() or None) if out else None
+
+
+# {path (relative to the top): (XY, stat key, sha256 or None)}, and whether the list was cut short.
+_Snapshot = tuple[dict[bytes, tuple[bytes, str, str | None]], bool]
+
+
+def _git_status(top: str, cwd: str, *, hash_budget: int) -> _Snapshot | None:
+    """What ``git status`` lists, each path with its status and a stat key (type, size, mtime); files up to
+    1 MiB also get a content hash while ``hash_budget`` bytes last, so a file that was only rewritten with the
+    same content is not reported."""
+    out = _git(cwd, "status", "--porcelain=v1", "-z", "--untracked-files=all")
+    if out is None:
+        return None
+    entries: dict[bytes, tuple[bytes, str, str | None]] = {}
+    items = out.split(b"\0")
+    top_b = os.fsencode(top)
+    i, truncated = 0, False
+    while i < len(items):
+        item = items[i]
+        i += 1
+        if len(item) < 4:
+            continue
+        xy, paths = item[:2], [item[3:]]
+        if xy[:1] in (b"R", b"C") or xy[1:2] in (b"R", b"C"):  # renamed/copied: the source path follows
+            if i < len(items) and items[i]:
+                paths.append(items[i])
+            i += 1
+        for path in paths:
+            if len(entries) >= SCAN_MAX_ENTRIES:
+                truncated = True
+                break
+            full = os.path.join(top_b, path)
+            key, size = _stat_key(full)
+            digest = None
+            if size is not None and size <= min(_HASH_MAX_BYTES, hash_budget):
+                digest = _hash(full)
+                hash_budget -= size
+            entries[path] = (xy, key, digest)
+    return entries, truncated
+
+
+def _stat_key(path: bytes) -> tuple[str, int | None]:
+    """``("<type>:<size>:<mtime_ns>", size of a regular file)``, or ``("missing", None)``."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return "missing", None
+    key = f"{stat.S_IFMT(st.st_mode)}:{st.st_size}:{st.st_mtime_ns}"
+    return key, st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def _hash(path: bytes) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read(_HASH_MAX_BYTES + 1)).hexdigest()
+    except OSError:
+        return None
+
+
+def _git_touched(top: str, cwd: str, before: _Snapshot, head: str | None,
+                 excluded: list[str]) -> tuple[list[str], bool]:
+    after = _git_status(top, cwd, hash_budget=0)
+    if after is None:
+        return [], True
+    (old, cut_before), (new, cut_after) = before, after
+    top_b = os.fsencode(top)
+    changed = set()
+    for path in old.keys() | new.keys():
+        was, now = old.get(path), new.get(path)
+        if was is None or now is None or was[0] != now[0]:
+            changed.add(path)  # its status changed
+        elif was[1] != now[1] and (was[2] is None or _hash(os.path.join(top_b, path)) != was[2]):
+            changed.add(path)  # same status, different content
+    truncated = cut_before or cut_after
+    new_head = _git_head(cwd)
+    if new_head and new_head != head:  # the command committed: what its commits changed
+        listing = (_git(cwd, "diff", "--name-only", "--no-renames", "-z", head, new_head) if head
+                   else _git(cwd, "ls-tree", "-r", "--name-only", "-z", new_head))
+        if listing is None:
+            truncated = True
+        else:
+            changed.update(p for p in listing.split(b"\0") if p)
+    skip = [prefix for prefix in (_inside(top, d) for d in excluded) if prefix is not None]
+    here = os.path.realpath(cwd)
+    paths = sorted(_text(os.path.relpath(os.fsdecode(os.path.join(top_b, p)), here))
+                   for p in changed if not any((p + b"/").startswith(prefix) for prefix in skip))
+    return paths, truncated
+
+
+def _inside(top: str, directory: str) -> bytes | None:
+    """``directory`` relative to the repository's top, as a prefix (``b"x/.agentlog/"``), if it is inside."""
+    rel = os.path.relpath(os.path.realpath(directory), os.path.realpath(top))
+    if rel == os.curdir:
+        return b""
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return None
+    return os.fsencode(rel) + b"/"
+
+
+def _scan_touched(cwd: str, since_ns: int, excluded: list[str]) -> tuple[list[str], bool]:
+    """Files under ``cwd`` modified at or after ``since_ns``, breadth first, within the scan's bounds."""
+    skip_ids = set()
+    for directory in excluded:
+        try:
+            st = os.stat(directory)
+            skip_ids.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
+    deadline = time.monotonic() + SCAN_MAX_SECONDS
+    found: list[str] = []
+    seen = 0
+    queue: deque[str] = deque([""])
+    while queue:
+        rel = queue.popleft()
+        try:
+            with os.scandir(os.path.join(cwd, rel) if rel else cwd) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            seen += 1
+            if seen > SCAN_MAX_ENTRIES or time.monotonic() > deadline:
+                return sorted(found), True
+            path = os.path.join(rel, entry.name) if rel else entry.name
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if entry.name not in SCAN_SKIP and (st.st_dev, st.st_ino) not in skip_ids:
+                    queue.append(path)
+            elif st.st_mtime_ns >= since_ns:
+                found.append(_text(path))
+    return sorted(found), False
+
+
+def _fs_clock_ns() -> int:
+    """Now, by the clock file systems stamp mtimes with: Linux uses the coarse clock, which can lag
+    ``time.time_ns()`` by a tick, so a file written right after the start could otherwise look older."""
+    coarse = getattr(time, "CLOCK_REALTIME_COARSE", 5 if sys.platform.startswith("linux") else None)
+    now = time.time_ns()
+    if coarse is not None:
+        try:
+            return min(now, time.clock_gettime_ns(coarse))
+        except OSError:
+            pass
+    return now - 10_000_000
