@@ -228,11 +228,39 @@ def ledger_loop(root: str, agent: str, worker: int, tasks: int, go: str | None =
             led.write(agent, "task_result", task=f"w{worker}-{i}", data={"exit_code": 0})
 
 
+def claim_race(root: str, task_ids: list[str], agent: str, out: str, go: str | None = None) -> None:
+    """Try to claim every task in ``task_ids`` in order; record ``task_id token`` or ``task_id lost``."""
+    import agentlog
+    from agentlog.tasks import TaskGraph
+
+    _wait_for(go)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with agentlog.open_log(root, spool_dir=False) as log:
+        graph = TaskGraph(log)
+        for task_id in task_ids:
+            try:
+                _record(fd, f"{task_id} {graph.claim(task_id, agent)}")
+            except agentlog.Conflict:
+                _record(fd, f"{task_id} lost")
+    os.close(fd)
+
+
+def create_tasks(root: str, worker: int, count: int, go: str | None = None) -> None:
+    import agentlog
+    from agentlog.tasks import TaskGraph
+
+    _wait_for(go)
+    with agentlog.open_log(root, spool_dir=False) as log:
+        graph = TaskGraph(log)
+        for i in range(count):
+            graph.create_task({"id": f"w{worker}-{i}", "title": f"task {i} of worker {worker}"})
+
+
 def main(argv: list[str]) -> None:
     name, kwargs = argv[0], json.loads(argv[1])
     func = {"append_loop": append_loop, "follow_stream": follow_stream, "stream_op": stream_op,
             "append_past_file_size_limit": append_past_file_size_limit, "replay_spool": replay_spool,
-            "ledger_loop": ledger_loop}[name]
+            "ledger_loop": ledger_loop, "claim_race": claim_race, "create_tasks": create_tasks}[name]
     func(**kwargs)
 
 

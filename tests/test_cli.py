@@ -493,7 +493,8 @@ def test_every_command_and_option_has_help(tmp_path: Path) -> None:
     parser = build_parser()
     commands = _commands(parser)
     assert set(commands) == {"append", "tail", "query", "streams", "verify", "snapshot", "summary", "init", "ledger",
-                             "heartbeat", "status", "schema", "validate", "run", "session-summary", "spool", "stress"}
+                             "heartbeat", "status", "schema", "validate", "run", "session-summary", "task", "spool",
+                             "stress"}
     top = ok(tmp_path, "--help")
     for name, sub in [("", parser), *commands.items()]:
         text = ok(tmp_path, *([name] if name else []), "--help")

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from _workers import finish, spawn
 
 import agentlog
+from _workers import finish, spawn
 from agentlog import InvalidEvent, InvalidStreamName
 from agentlog.ledger import Ledger, fold, liveness, open_ledger
 from agentlog.validate import validate_files, validate_record

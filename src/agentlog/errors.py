@@ -8,7 +8,8 @@
     ├── StorageError(AgentlogError, OSError)           .path, .errno: disk full, permission, I/O, symlink
     │   └── LockTimeout(StorageError, TimeoutError)    .path, .waited
     ├── CorruptLog(AgentlogError)                      .path, .line_no
-    └── Conflict(AgentlogError)                        a compare-and-set lost (tasks, leases)
+    ├── Conflict(AgentlogError)                        a compare-and-set lost (tasks, leases)
+    └── CycleError(AgentlogError, ValueError)          .cycle: task dependencies that would loop
 
 The builtin mix-ins let callers who do not know agentlog catch what they already know: bad input is a
 ``ValueError``, a storage failure an ``OSError``, a lock timeout a ``TimeoutError``. Every error pickles, so
@@ -25,6 +26,7 @@ __all__ = [
     "AgentlogError",
     "Conflict",
     "CorruptLog",
+    "CycleError",
     "InvalidEvent",
     "InvalidStreamName",
     "LockTimeout",
@@ -109,6 +111,18 @@ class CorruptLog(AgentlogError):
 
 class Conflict(AgentlogError):
     """A compare-and-set lost: the thing changed since it was read."""
+
+
+class CycleError(AgentlogError, ValueError):
+    """A change to the task graph would make a task depend on itself; ``cycle`` lists the loop's ids."""
+
+    def __init__(self, cycle: list[str], *, what: str = "dependency") -> None:
+        super().__init__(f"{what} cycle: {' -> '.join(cycle)}")
+        self.cycle = cycle
+        self.what = what
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.cycle,), {"what": self.what})
 
 
 def _rebuild(cls: type[Exception], message: str, state: dict[str, Any]) -> Exception:

@@ -105,6 +105,20 @@ class EventLog:
         drafts = drafts_from_dicts(stream, events, max_event_bytes=self.max_event_bytes)
         return self._write(stream, drafts)
 
+    def append_if(self, stream: str, events: Iterable[Mapping[str, Any]], *, last_seq: int) -> list[Event]:
+        """``append_many`` only if the stream's last ``seq`` is still ``last_seq`` (0: the stream is empty),
+        decided under the stream's lock; else raise :class:`~agentlog.Conflict` and store nothing. A
+        compare-and-set: read the stream, check preconditions, append only if nobody moved in between.
+        Never spooled: a conditional write must be decided against the stream itself, so a root that cannot
+        be written raises its ``StorageError``."""
+        validate_stream_name(stream)
+        if isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0:
+            raise TypeError(f"last_seq must be a non-negative int, not {last_seq!r}")
+        drafts = drafts_from_dicts(stream, events, max_event_bytes=self.max_event_bytes)
+        if not drafts:
+            return []
+        return self.backend.append(stream, drafts, expect_last=last_seq)
+
     def append_drafts(self, stream: str, drafts: Sequence[Draft]) -> list[Event]:
         """Append events already checked by :func:`agentlog.event.make_draft` (what writers queue), as one
         batch."""

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .errors import InvalidEvent, InvalidStreamName
+from .errors import Conflict, InvalidEvent, InvalidStreamName
 from .event import MAX_DEPTH, Event, make_draft
 from .log import EventLog
 
@@ -95,6 +95,39 @@ class BackendContract:
         assert [(e.type, e.actor, e.interaction) for e in log.read("s", after=1)] == [
             ("a", None, None), ("b", "x", None), ("c", None, 2)]
         assert log.tail("s", 1)[0].extra == {"custom": [1, 2]}
+
+    def test_append_if_is_a_compare_and_set_on_the_last_seq(self, log: EventLog) -> None:
+        """``append_if`` stores the batch only while the stream's last seq is the one the caller saw, and a
+        refused call stores nothing; threads racing on one expected seq leave exactly one winner."""
+        assert [e.seq for e in log.append_if("s", [{"type": "a"}, {"type": "b"}], last_seq=0)] == [1, 2]
+        with pytest.raises(Conflict):
+            log.append_if("s", [{"type": "late"}], last_seq=1)
+        with pytest.raises(Conflict):
+            log.append_if("fresh", [{"type": "late"}], last_seq=3)
+        assert [e.type for e in log.read("s")] == ["a", "b"] and list(log.read("fresh")) == []
+        with pytest.raises(TypeError):
+            log.append_if("s", [{"type": "x"}], last_seq=-1)
+        with pytest.raises(InvalidEvent):
+            log.append_if("s", [{"type": "ok"}, {"type": "bad", "data": {"x": math.nan}}], last_seq=2)
+
+        winners: list[int] = []
+        barrier = threading.Barrier(8)
+
+        def race(n: int) -> None:
+            barrier.wait()
+            try:
+                log.append_if("s", [{"type": "race", "data": {"n": n}}], last_seq=2)
+                winners.append(n)
+            except Conflict:
+                pass
+
+        threads = [threading.Thread(target=race, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(winners) == 1
+        assert [e.data for e in log.read("s", after=2)] == [{"n": winners[0]}]
 
     def test_append_records_is_append(self, log: EventLog) -> None:
         """A backend's optional ``append_records`` (:class:`~agentlog.backends.RecordAppender`) stores

@@ -38,8 +38,12 @@ class StreamInfo(NamedTuple):
 class Backend(Protocol):
     """Storage for streams. Every method is safe to call from several threads and processes at once."""
 
-    def append(self, stream: str, drafts: Sequence[Draft]) -> list[Event]:
+    def append(self, stream: str, drafts: Sequence[Draft], *, expect_last: int | None = None) -> list[Event]:
         """Store ``drafts`` as consecutive events: gapless ``seq``, non-decreasing ``ts``.
+
+        With ``expect_last``, store them only if the stream's last ``seq`` (0 when empty) equals it, decided
+        under the same exclusion as the append, else raise :class:`~agentlog.Conflict` and store nothing: the
+        compare-and-set that ``EventLog.append_if`` (and so the task graph) rests on.
 
         A batch is all or nothing for every error the call can report (refusal, disk full, short write):
         nothing of it stays. A process killed in the middle of writing a large batch can leave a prefix
@@ -88,10 +92,11 @@ class Scanner(Protocol):
 class RecordAppender(Protocol):
     """The optional fast path a :class:`Backend` may add for ``EventLog.store_records``."""
 
-    def append_records(self, stream: str, ids: Sequence[bytes], tails: Sequence[bytes]) -> tuple[int, str]:
-        """Exactly ``append(stream, drafts)`` for the drafts with these ids (``Draft.id``, ASCII-encoded)
-        and bodies (``Draft.body[1:]``, the body after its opening brace), at least one: returns ``(seq,
-        ts)``, the first event's ``seq`` (the others follow it, gapless) and the ``ts`` every event of the
-        batch got. A record is ``{"seq":<seq>,"id":"<id>","ts":"<ts>",<tail>`` and a newline.
+    def append_records(self, stream: str, ids: Sequence[bytes], tails: Sequence[bytes], *,
+                       expect_last: int | None = None) -> tuple[int, str]:
+        """Exactly ``append(stream, drafts, expect_last=expect_last)`` for the drafts with these ids
+        (``Draft.id``, ASCII-encoded) and bodies (``Draft.body[1:]``, the body after its opening brace), at
+        least one: returns ``(seq, ts)``, the first event's ``seq`` (the others follow it, gapless) and the
+        ``ts`` every event of the batch got. A record is ``{"seq":<seq>,"id":"<id>","ts":"<ts>",<tail>`` and a newline.
         """
         ...

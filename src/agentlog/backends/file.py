@@ -24,7 +24,7 @@ import time
 import weakref
 from collections.abc import Callable, Collection, Iterator, Sequence
 
-from ..errors import LockTimeout, StorageError
+from ..errors import Conflict, LockTimeout, StorageError
 from ..event import Draft, Event, IdBlock, format_ts
 from ..report import Report
 from . import StreamInfo
@@ -155,13 +155,15 @@ class FileBackend:
 
     # --- writing --------------------------------------------------------------------------------------
 
-    def append(self, stream: str, drafts: Sequence[Draft]) -> list[Event]:
+    def append(self, stream: str, drafts: Sequence[Draft], *, expect_last: int | None = None) -> list[Event]:
         if not drafts:
             return []
-        first, ts = self.append_records(stream, [d.id.encode() for d in drafts], [d.body[1:] for d in drafts])
+        first, ts = self.append_records(stream, [d.id.encode() for d in drafts], [d.body[1:] for d in drafts],
+                                        expect_last=expect_last)
         return [d.event(first + i, ts) for i, d in enumerate(drafts)]
 
-    def append_records(self, stream: str, ids: Sequence[bytes], tails: Sequence[bytes]) -> tuple[int, str]:
+    def append_records(self, stream: str, ids: Sequence[bytes], tails: Sequence[bytes], *,
+                       expect_last: int | None = None) -> tuple[int, str]:
         """``append`` given each event's id and body after its brace; returns ``(seq of the first, ts)``."""
         if not tails or len(ids) != len(tails):
             raise ValueError("append_records needs as many ids as tails, and at least one")
@@ -172,7 +174,7 @@ class FileBackend:
                               path=os.path.join(self.root, *size_dir(stream), base_name(stream)),
                               waited=self.lock_timeout)
         try:
-            fd, first, ts = self._append_locked(w, stream, ids, tails, deadline)
+            fd, first, ts = self._append_locked(w, stream, ids, tails, deadline, expect_last)
             if self.durability == "fsync":
                 try:
                     fs.sync(fd, self._display(w, stream))
@@ -191,7 +193,7 @@ class FileBackend:
             return w
 
     def _append_locked(self, w: _Writer, stream: str, ids: Sequence[bytes], tails: Sequence[bytes],
-                       deadline: float) -> tuple[int, int, str]:
+                       deadline: float, expect_last: int | None = None) -> tuple[int, int, str]:
         """Write the batch under the file's lock: ``(fd, seq of the first draft, ts)``."""
         for _attempt in range(_MAX_ATTEMPTS):
             fd = self._active_fd(w, stream)
@@ -211,6 +213,8 @@ class FileBackend:
                         and fs.last_byte(fd, size) != b"\n":
                     size = self._repair(stream, fd, size, display)
                 last_seq, last_ts = self._last(w, stream, fd, st.st_ino, size)
+                if expect_last is not None and last_seq != expect_last:
+                    raise Conflict(f"stream {stream!r} is at seq {last_seq}, not {expect_last}")
                 ts = format_ts(time.time_ns())
                 if last_ts is not None and ts < last_ts:
                     ts = last_ts  # the wall clock stepped back: ts never decreases within a stream

@@ -11,6 +11,7 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 
 from .. import _json
+from ..errors import Conflict
 from ..event import Draft, Event, comparable_ts, format_ts
 from ..report import Report
 from . import StreamInfo
@@ -21,17 +22,21 @@ class MemoryBackend:
         self._streams: dict[str, list[tuple[Event, int]]] = {}  # (event, its size as a line)
         self._changed = threading.Condition()
 
-    def append(self, stream: str, drafts: Sequence[Draft]) -> list[Event]:
+    def append(self, stream: str, drafts: Sequence[Draft], *, expect_last: int | None = None) -> list[Event]:
         if not drafts:
             return []
-        first, ts = self.append_records(stream, [d.id.encode() for d in drafts], [d.body[1:] for d in drafts])
+        first, ts = self.append_records(stream, [d.id.encode() for d in drafts], [d.body[1:] for d in drafts],
+                                        expect_last=expect_last)
         return [draft.event(first + i, ts) for i, draft in enumerate(drafts)]
 
-    def append_records(self, stream: str, ids: Sequence[bytes], tails: Sequence[bytes]) -> tuple[int, str]:
+    def append_records(self, stream: str, ids: Sequence[bytes], tails: Sequence[bytes], *,
+                       expect_last: int | None = None) -> tuple[int, str]:
         if not tails or len(ids) != len(tails):
             raise ValueError("append_records needs as many ids as tails, and at least one")
         with self._changed:
             events = self._streams.setdefault(stream, [])
+            if expect_last is not None and len(events) != expect_last:
+                raise Conflict(f"stream {stream!r} is at seq {len(events)}, not {expect_last}")
             first = len(events) + 1
             ts = format_ts(time.time_ns())
             last_ts = events[-1][0].ts if events else None

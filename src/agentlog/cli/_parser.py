@@ -38,6 +38,8 @@ examples:
   agentlog status
   agentlog run --agent alice --task T-1 -- make test
   agentlog session-summary --agent alice --since 2026-11-22T00:00:00Z
+  agentlog task add "build it" --dep ID
+  agentlog task claim ID --agent alice
   agentlog spool status
   agentlog stress --procs 10 --events 100 --size 10240"""
 
@@ -299,6 +301,46 @@ def build_parser() -> Parser:
     p.add_argument("--agent", metavar="A", required=True, help="the agent to summarise")
     p.add_argument("--since", metavar="TS", default=None,
                    help="only events with ts at or after TS (RFC 3339; default: the whole ledger)")
+
+    # --- task ---------------------------------------------------------------------------------------
+    p = command("task", "_tasks:task", "the task graph: add, list, ready, claim, done, update, show, graph",
+                "Tasks live in the log (the tasks stream); ROOT/tasks.graph.json is their\n"
+                "view. ACTION is one of:\n"
+                "  add TITLE     create a task (--type, --dep ID..., --parent ID, --input JSON);\n"
+                "                prints its id\n"
+                "  list          tasks, all or those with --status S...\n"
+                "  ready         unowned tasks whose dependencies are all done\n"
+                "  claim ID      claim for --agent A; prints the fencing token; exit 1 when\n"
+                "                someone else holds it or it is not ready\n"
+                "  done ID       complete a claimed task (--token N, --output JSON)\n"
+                "  update ID     change fields (--set key=value..., --expect-version N)\n"
+                "  show ID       the task and its history from the stream\n"
+                "  graph         a picture of the graph (--format text|mermaid|dot)\n"
+                "  rebuild       recreate tasks.graph.json from the stream\n"
+                "Statuses: open -> claimed -> done or failed; claimed -> open (release);\n"
+                "open, claimed or failed -> cancelled; failed or cancelled -> open.")
+    p.add_argument("action", metavar="ACTION",
+                   choices=("add", "list", "ready", "claim", "done", "update", "show", "graph", "rebuild"),
+                   help="add, list, ready, claim, done, update, show, graph or rebuild")
+    p.add_argument("target", metavar="TITLE|ID", nargs="?", default=None,
+                   help="the new task's title (add) or the task's id (claim, done, update, show)")
+    p.add_argument("--type", metavar="T", default="task", help="add: the task's type (default: task)")
+    p.add_argument("--dep", metavar="ID", action="append", default=None,
+                   help="add: a task this one depends on (repeatable)")
+    p.add_argument("--parent", metavar="ID", default=None, help="add: the parent task")
+    p.add_argument("--input", metavar="JSON", default=None, help="add: the task's inputs, a JSON object")
+    p.add_argument("--status", metavar="S", action="append", default=None,
+                   help="list: only tasks with this status (repeatable)")
+    p.add_argument("--agent", metavar="A", default=None, help="claim: the agent claiming the task")
+    p.add_argument("--token", metavar="N", type=_non_negative, default=None,
+                   help="done: the fencing token from claim (default: the current claim's)")
+    p.add_argument("--output", metavar="JSON", default=None, help="done: the task's outputs, a JSON object")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=None,
+                   help="update: set a field (VALUE is JSON, else a string; repeatable)")
+    p.add_argument("--expect-version", metavar="N", type=_non_negative, default=None,
+                   help="update: refuse (exit 1) unless the task is still at version N")
+    p.add_argument("--format", metavar="FMT", choices=("text", "mermaid", "dot"), default="text",
+                   help="graph: text (default), mermaid or dot")
 
     # --- spool ----------------------------------------------------------------------------------------
     p = command("spool", "_spool:spool", "show or replay events waiting in the offline spool",

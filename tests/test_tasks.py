@@ -1,0 +1,231 @@
+"""The task graph: one source of truth in the `tasks` stream, atomic claims, fencing tokens, graph rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import agentlog
+from _workers import finish, spawn
+from agentlog import Conflict, CycleError, InvalidEvent
+from agentlog.tasks import STREAM, TaskGraph
+
+
+@pytest.fixture
+def graph(tmp_path: Path) -> TaskGraph:
+    return TaskGraph(agentlog.open_log(tmp_path, spool_dir=False))
+
+
+def view(graph: TaskGraph) -> dict[str, object]:
+    return json.loads((Path(graph.log.root) / "tasks.graph.json").read_text())
+
+
+def test_tasks_have_004s_shape_and_every_mutation_is_an_event(graph: TaskGraph) -> None:
+    a = graph.create_task({"title": "write the parser", "type": "code", "inputs": {"spec": "S25"}})
+    assert set(a) >= {"id", "type", "status", "owner", "inputs", "outputs", "created_at", "updated_at",
+                      "parent_id", "dependency_ids", "title", "version"}
+    assert (a["status"], a["owner"], a["version"], a["dependency_ids"]) == ("open", None, 1, [])
+    b = graph.create_task({"title": "test it", "dependency_ids": [a["id"]], "parent_id": a["id"]})
+    updated = graph.update_task(a["id"], title="write the parser (v2)")
+    assert updated["version"] == 2 and updated["updated_at"] > a["updated_at"]
+    assert updated["created_at"] == a["created_at"]
+    assert [ev.type for ev in graph.log.read(STREAM)] == ["task_created", "task_created", "task_updated"]
+    on_disk = view(graph)
+    assert on_disk["through_seq"] == 3 and [t["id"] for t in on_disk["tasks"]] == [a["id"], b["id"]]  # type: ignore[index]
+    assert graph.load_graph()["tasks"][0]["title"] == "write the parser (v2)"
+    assert [t["id"] for t in graph.list_active()] == [a["id"], b["id"]]
+    assert graph.list_active({"done"}) == []
+
+
+def test_compare_and_set_on_version(graph: TaskGraph) -> None:
+    t = graph.create_task({"title": "x"})
+    graph.update_task(t["id"], expected_version=1, title="y")
+    with pytest.raises(Conflict, match="version 2"):
+        graph.update_task(t["id"], expected_version=1, title="z")
+    assert graph.get(t["id"])["title"] == "y"
+
+
+def test_claims_tokens_and_the_lifecycle(graph: TaskGraph) -> None:
+    dep = graph.create_task({"title": "first"})
+    t = graph.create_task({"title": "second", "dependency_ids": [dep["id"]]})
+    assert [x["id"] for x in graph.ready()] == [dep["id"]]
+    with pytest.raises(Conflict, match="waiting for"):
+        graph.claim(t["id"], "ann")
+    t1 = graph.claim(dep["id"], "ann")
+    with pytest.raises(Conflict, match="held by ann"):
+        graph.claim(dep["id"], "bob")
+    graph.release(dep["id"], token=t1)
+    t2 = graph.claim(dep["id"], "bob")
+    assert t2 > t1
+    with pytest.raises(Conflict, match="stale token"):
+        graph.complete(dep["id"], token=t1, outputs={"by": "ann"})
+    with pytest.raises(Conflict, match="stale token"):
+        graph.release(dep["id"], token=t1)
+    done = graph.complete(dep["id"], token=t2, outputs={"by": "bob"})
+    assert (done["status"], done["owner"], done["outputs"]) == ("done", None, {"by": "bob"})
+    assert [x["id"] for x in graph.ready()] == [t["id"]]
+    t3 = graph.claim(t["id"], "ann")
+    assert t3 > t2
+    failed = graph.fail(t["id"], token=t3, error="flaky")
+    assert failed["status"] == "failed"
+    with pytest.raises(Conflict, match="cannot go from failed to done"):
+        graph.update_task(t["id"], status="done")
+    assert graph.update_task(t["id"], status="open")["status"] == "open"
+
+
+def test_graph_rules_refuse_missing_links_and_cycles(graph: TaskGraph) -> None:
+    a = graph.create_task({"id": "a"})
+    graph.create_task({"id": "b", "dependency_ids": ["a"]})
+    graph.create_task({"id": "c", "dependency_ids": ["b"], "parent_id": "a"})
+    with pytest.raises(InvalidEvent, match="does not exist"):
+        graph.create_task({"id": "d", "dependency_ids": ["nope"]})
+    with pytest.raises(InvalidEvent, match="does not exist"):
+        graph.create_task({"id": "d", "parent_id": "nope"})
+    with pytest.raises(CycleError) as info:
+        graph.update_task("a", dependency_ids=["c"])
+    assert info.value.cycle == ["a", "c", "b", "a"] and "a -> c -> b -> a" in str(info.value)
+    with pytest.raises(CycleError):
+        graph.create_task({"id": "self", "dependency_ids": ["self"]})
+    with pytest.raises(CycleError, match="parent"):
+        graph.update_task("a", parent_id="c")
+    with pytest.raises(Conflict, match="already exists"):
+        graph.create_task({"id": "a"})
+    assert graph.get("a") == a
+    assert len(list(graph.log.read(STREAM))) == 3, "a refused change reached the stream"
+
+
+def test_a_rebuilt_view_equals_the_incremental_one_and_a_crash_leaves_it_only_stale(graph: TaskGraph) -> None:
+    for i in range(5):
+        graph.create_task({"id": f"t{i}", "dependency_ids": [f"t{i - 1}"] if i else []})
+    token = graph.claim("t0", "ann")
+    graph.complete("t0", token=token, outputs={"ok": True})
+    incremental = view(graph)
+    assert graph.rebuild() == incremental and view(graph) == incremental
+    # A crash between the append and the view write: the event is in the stream, the view is behind.
+    graph.log.append_if(STREAM, [{"type": "task_claimed", "data": {"id": "t1", "owner": "bob"}}],
+                        last_seq=incremental["through_seq"])  # type: ignore[arg-type]
+    assert view(graph) == incremental
+    caught_up = graph.load_graph()
+    assert caught_up["through_seq"] == incremental["through_seq"] + 1  # type: ignore[operator]
+    assert graph.get("t1")["owner"] == "bob" and view(graph) == caught_up
+    (Path(graph.log.root) / "tasks.graph.json").write_text("{ torn")
+    assert graph.load_graph() == caught_up and view(graph) == caught_up
+    history = graph.history("t1")
+    assert [ev.type for ev in history] == ["task_created", "task_claimed"]
+
+
+def test_eight_processes_racing_to_claim_each_task_exactly_one_wins(
+        tmp_path: Path, fault_procs: list[subprocess.Popen[bytes]]) -> None:
+    root = tmp_path / "root"
+    graph = TaskGraph(agentlog.open_log(root, spool_dir=False))
+    ids = [graph.create_task({"id": f"job-{i}"})["id"] for i in range(25)]
+    go = tmp_path / "go"
+    procs = [spawn("claim_race", root=str(root), task_ids=ids, agent=f"agent-{n}", out=str(tmp_path / f"out{n}"),
+                   go=str(go)) for n in range(8)]
+    fault_procs.extend(procs)
+    go.touch()
+    for proc in procs:
+        finish(proc, timeout=120)
+    wins: Counter[str] = Counter()
+    tokens = []
+    for n in range(8):
+        for line in (tmp_path / f"out{n}").read_text().splitlines():
+            task_id, outcome = line.split()
+            if outcome != "lost":
+                wins[task_id] += 1
+                tokens.append(int(outcome))
+    assert wins == Counter({task_id: 1 for task_id in ids}), "a task had no winner or several"
+    assert len(set(tokens)) == len(tokens)
+    claims = [ev for ev in graph.log.read(STREAM) if ev.type == "task_claimed"]
+    assert sorted(ev.data["id"] for ev in claims) == sorted(ids)
+    assert all(t["status"] == "claimed" for t in graph.load_graph()["tasks"])
+
+
+def test_concurrent_creates_lose_nothing(tmp_path: Path, fault_procs: list[subprocess.Popen[bytes]]) -> None:
+    root = tmp_path / "root"
+    go = tmp_path / "go"
+    procs = [spawn("create_tasks", root=str(root), worker=w, count=25, go=str(go)) for w in range(6)]
+    fault_procs.extend(procs)
+    go.touch()
+    for proc in procs:
+        finish(proc, timeout=120)
+    graph = TaskGraph(agentlog.open_log(root, spool_dir=False))
+    assert len(graph.load_graph()["tasks"]) == 150
+    assert len(list(graph.log.read(STREAM))) == 150
+    assert graph.rebuild() == view(graph)
+
+
+def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AGENTLOG_SPOOL": "off"}
+    return subprocess.run([sys.executable, "-m", "agentlog", "--root", str(root), "task", *args],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_the_task_commands(tmp_path: Path) -> None:
+    first = cli(tmp_path, "add", "design it", "--type", "design", "--input", '{"doc": "S25"}').stdout.strip()
+    second = cli(tmp_path, "add", "build it", "--dep", first).stdout.strip()
+    child = cli(tmp_path, "add", "sub-step", "--parent", second).stdout.strip()
+    assert [json.loads(line)["id"] for line in cli(tmp_path, "ready", "--json").stdout.splitlines()] == [first, child]
+    token = cli(tmp_path, "claim", first, "--agent", "ann").stdout.strip()
+    assert token.isdigit()
+    res = cli(tmp_path, "claim", first, "--agent", "bob")
+    assert res.returncode == 1 and "held by ann" in res.stderr
+    res = cli(tmp_path, "done", first, "--token", str(int(token) - 1))
+    assert res.returncode == 1 and "stale token" in res.stderr
+    assert cli(tmp_path, "done", first, "--token", token, "--output", '{"pr": 7}').returncode == 0
+    assert cli(tmp_path, "update", second, "--set", "title=build it well", "--set", "inputs={\"n\": 2}").returncode == 0
+    listed = cli(tmp_path, "list", "--status", "done", "--json").stdout.splitlines()
+    assert [json.loads(line)["outputs"] for line in listed] == [{"pr": 7}]
+    show = cli(tmp_path, "show", second).stdout
+    assert "build it well" in show and "task_updated" in show
+    mermaid = cli(tmp_path, "graph", "--format", "mermaid").stdout
+    assert mermaid.startswith("flowchart TD") and "-->" in mermaid
+    dot = cli(tmp_path, "graph", "--format", "dot").stdout
+    assert dot.startswith("digraph tasks {") and f'"{first}" -> "{second}";' in dot
+    text = cli(tmp_path, "graph").stdout
+    assert f"- [open] {second}: build it well  (after {first})" in text and f"  - [open] {child}: sub-step" in text
+    res = cli(tmp_path, "update", first, "--set", f"dependency_ids=[\"{second}\"]")
+    assert res.returncode == 2 and "cycle" in res.stderr
+    assert cli(tmp_path, "show", "missing").returncode == 1
+    assert "rebuilt 3 task(s)" in cli(tmp_path, "rebuild").stdout
+
+
+AGENT_LOOP = r"""
+set -u
+while :; do
+    id=$("$AGENTLOG" task ready | head -n 1 | cut -d ' ' -f 1)
+    [ -n "$id" ] || exit 0
+    if token=$("$AGENTLOG" task claim "$id" --agent "$AGENT" 2>>"$ERRS"); then
+        "$AGENTLOG" task done "$id" --token "$token" --output "{\"by\": \"$AGENT\"}" >/dev/null || exit 3
+        echo "$id" >>"$DONE"
+    fi
+done
+"""
+
+
+def test_agents_pulling_work_from_the_command_line_never_do_a_task_twice(
+        tmp_path: Path, fault_procs: list[subprocess.Popen[bytes]]) -> None:
+    """Four shell agents loop on `task ready` / `task claim` / `task done` until nothing is ready: every task,
+    including those that become ready only when their dependency is done, is done exactly once."""
+    root = tmp_path / "root"
+    first = [cli(root, "add", f"job {i}").stdout.strip() for i in range(6)]
+    later = [cli(root, "add", f"after {i}", "--dep", first[i]).stdout.strip() for i in range(2)]
+    entry = Path(sys.executable).with_name("agentlog")
+    env = {**os.environ, "AGENTLOG_SPOOL": "off", "AGENTLOG_ROOT": str(root), "AGENTLOG": str(entry),
+           "DONE": str(tmp_path / "done"), "ERRS": str(tmp_path / "errs")}
+    procs = [subprocess.Popen(["bash", "-c", AGENT_LOOP], env={**env, "AGENT": f"agent-{n}"}) for n in range(4)]
+    fault_procs.extend(procs)
+    assert [proc.wait(timeout=240) for proc in procs] == [0, 0, 0, 0]
+    done = (tmp_path / "done").read_text().split()
+    assert sorted(done) == sorted(first + later), "a task was done twice or not at all"
+    graph = TaskGraph(agentlog.open_log(root, spool_dir=False))
+    completions = Counter(ev.data["id"] for ev in graph.log.read(STREAM) if ev.type == "task_completed")
+    assert completions == Counter({task_id: 1 for task_id in first + later})
+    for line in (tmp_path / "errs").read_text().splitlines() if (tmp_path / "errs").exists() else []:
+        assert line.startswith("error: ") and ("held by" in line or "not open" in line or "done" in line), line
