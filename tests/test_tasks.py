@@ -229,3 +229,36 @@ def test_agents_pulling_work_from_the_command_line_never_do_a_task_twice(
     assert completions == Counter({task_id: 1 for task_id in first + later})
     for line in (tmp_path / "errs").read_text().splitlines() if (tmp_path / "errs").exists() else []:
         assert line.startswith("error: ") and ("held by" in line or "not open" in line or "done" in line), line
+
+
+def test_004s_module_functions_work_on_the_default_root_and_close_what_they_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentlog import tasks
+
+    monkeypatch.setenv("AGENTLOG_ROOT", str(tmp_path))
+    fds_before = len(os.listdir("/proc/self/fd"))
+    a = tasks.create_task({"id": "a", "title": "first"})
+    tasks.create_task({"id": "b", "dependency_ids": ["a"]})
+    assert [t["id"] for t in tasks.ready()] == ["a"]
+    token = tasks.claim("a", "ann")
+    assert [t["id"] for t in tasks.list_active(["claimed"])] == ["a"]
+    with pytest.raises(Conflict):
+        tasks.update_task("a", expected_version=a["version"], title="too late")
+    tasks.complete("a", token=token, outputs={"ok": 1})
+    assert [t["id"] for t in tasks.ready()] == ["b"]
+    assert len(os.listdir("/proc/self/fd")) == fds_before, "a module function left a descriptor open"
+
+    # save_graph replaces the whole graph as one event, checked like creations, in the order given.
+    saved = {"tasks": [{"id": "z", "title": "last first", "dependency_ids": ["y"]},
+                       {"id": "y", "status": "done", "version": 4}]}
+    tasks.save_graph(saved)
+    graph = tasks.load_graph()
+    assert [(t["id"], t["status"], t["version"]) for t in graph["tasks"]] == [("z", "open", 1), ("y", "done", 4)]
+    assert [t["id"] for t in tasks.ready()] == ["z"]
+    with pytest.raises(CycleError):
+        tasks.save_graph({"tasks": [{"id": "p", "dependency_ids": ["q"]}, {"id": "q", "dependency_ids": ["p"]}]})
+    with pytest.raises(InvalidEvent):
+        tasks.save_graph({"tasks": [{"id": "p", "dependency_ids": ["nowhere"]}]})
+    with pytest.raises(InvalidEvent):
+        tasks.save_graph({"tasks": [{"id": "p", "version": "two"}]})
+    assert tasks.load_graph() == graph, "a refused save changed the graph"

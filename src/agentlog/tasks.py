@@ -275,7 +275,8 @@ class _State:
         return state
 
     def ordered(self) -> list[dict[str, Any]]:
-        return sorted(self.tasks.values(), key=lambda t: (t.get("created_seq", 0), t["id"]))
+        # Stable: tasks sharing a created_seq (one graph_replaced) keep their insertion order.
+        return sorted(self.tasks.values(), key=lambda t: t.get("created_seq", 0))
 
     def require(self, task_id: str) -> dict[str, Any]:
         task = self.tasks.get(task_id)
@@ -330,8 +331,10 @@ def _apply(state: _State, ev: Event) -> None:
     """One event's effect; events the stream should not hold (foreign writers) change nothing."""
     data = ev.data
     if ev.type == "graph_replaced" and isinstance(data.get("tasks"), list):
-        state.tasks = {n["id"]: {**n, "updated_at": ev.ts} for n in data["tasks"] if isinstance(n, dict)
-                       and isinstance(n.get("id"), str)}
+        nodes = [n for n in data["tasks"] if isinstance(n, dict) and isinstance(n.get("id"), str)]
+        # One created_seq for all: the stable sort in ordered() keeps the saved list's order.
+        state.tasks = {n["id"]: {"created_at": ev.ts, **n, "updated_at": ev.ts, "created_seq": ev.seq}
+                       for n in nodes}
         return
     if ev.type == "task_created" and isinstance(data.get("task"), dict):
         node = dict(data["task"])
@@ -413,7 +416,11 @@ def _saved_node(item: Any) -> dict[str, Any]:
         raise InvalidEvent(f"unknown status {status!r}")
     node.update(status=status, owner=item.get("owner") if status == "claimed" else None,
                 token=item.get("token") if status == "claimed" else None,
-                created_at=item.get("created_at"), version=int(item.get("version", 1)))
+                version=item.get("version", 1))
+    if item.get("created_at") is not None:
+        node["created_at"] = item["created_at"]
+    if isinstance(node["version"], bool) or not isinstance(node["version"], int) or node["version"] < 1:
+        raise InvalidEvent(f"task {node['id']!r}: version must be a positive int, got {node['version']!r}")
     return node
 
 
@@ -480,43 +487,45 @@ def _as_graph(state: _State) -> dict[str, Any]:
 
 # --- 004's module functions, on the default root -------------------------------------------------------------
 
-def _default() -> TaskGraph:
+def _on_default_root(method: str, *args: Any, **kwargs: Any) -> Any:
+    """``TaskGraph(open_log()).<method>(...)``, closing the log afterwards (no descriptor left behind)."""
     from .log import open_log
 
-    return TaskGraph(open_log())
+    with open_log() as log:
+        return getattr(TaskGraph(log), method)(*args, **kwargs)
 
 
 def load_graph() -> dict[str, Any]:
-    return _default().load_graph()
+    return _on_default_root("load_graph")  # type: ignore[no-any-return]
 
 
 def save_graph(graph: Mapping[str, Any]) -> None:
-    _default().save_graph(graph)
+    _on_default_root("save_graph", graph)
 
 
 def create_task(task: Mapping[str, Any]) -> dict[str, Any]:
-    return _default().create_task(task)
+    return _on_default_root("create_task", task)  # type: ignore[no-any-return]
 
 
 def update_task(task_id: str, **patch: Any) -> dict[str, Any]:
-    return _default().update_task(task_id, **patch)
+    return _on_default_root("update_task", task_id, **patch)  # type: ignore[no-any-return]
 
 
 def list_active(statuses: Iterable[str] | None = None) -> list[dict[str, Any]]:
-    return _default().list_active(statuses)
+    return _on_default_root("list_active", statuses)  # type: ignore[no-any-return]
 
 
 def ready() -> list[dict[str, Any]]:
-    return _default().ready()
+    return _on_default_root("ready")  # type: ignore[no-any-return]
 
 
 def claim(task_id: str, agent: str) -> int:
-    return _default().claim(task_id, agent)
+    return _on_default_root("claim", task_id, agent)  # type: ignore[no-any-return]
 
 
 def release(task_id: str, *, token: int) -> dict[str, Any]:
-    return _default().release(task_id, token=token)
+    return _on_default_root("release", task_id, token=token)  # type: ignore[no-any-return]
 
 
 def complete(task_id: str, *, token: int, outputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    return _default().complete(task_id, token=token, outputs=outputs)
+    return _on_default_root("complete", task_id, token=token, outputs=outputs)  # type: ignore[no-any-return]
