@@ -10,10 +10,12 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,8 +26,9 @@ import pytest
 import agentlog
 from _workers import finish, spawn
 from agentlog import EventWriter, StorageError, WriteMode
-from conftest import FaultTmpfs
+from conftest import FaultTmpfs, require_privilege
 from test_concurrency import _hold_lock, needs_flock
+from test_unprivileged import as_nobody
 
 
 @pytest.fixture(autouse=True)
@@ -347,3 +350,383 @@ def test_the_spool_command_says_when_spooling_is_off(tmp_path: Path) -> None:
                          capture_output=True, text=True, env=env, timeout=60)
     assert res.returncode == 1 and "spooling is off" in res.stderr
 
+
+
+# --- hardening: trust, backoff, durability, unreadable entries, odd root names ---------------------------
+
+
+NOBODY = 65534
+
+
+def spool_path(log: agentlog.EventLog) -> Path:
+    assert log.spool is not None
+    return Path(log.spool.path)
+
+
+def test_a_spool_that_is_not_ours_is_refused_and_never_replayed(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """The spool is replayed into the log, so a spool directory owned by another user, or writable by group
+    or others, is refused with a StorageError naming why; nothing in it is appended, the append that would
+    have replayed it still succeeds, and spooling into it fails loudly."""
+    root, spool_dir, ids = spool_events(tmp_path, 2, 3)
+    log = agentlog.open_log(root, spool_dir=spool_dir)
+    top = spool_path(log)
+    os.chown(top, NOBODY, NOBODY)  # as a user who created it first (or swapped it in) would have it
+    with pytest.raises(StorageError, match="owned by uid 65534"):
+        log.replay_spool()
+    with pytest.raises(StorageError, match="owned by uid 65534"):
+        log.spool_status()
+    with caplog.at_level(logging.WARNING, logger="agentlog"):
+        assert not log.append("s", "direct").spooled  # the auto-replay refuses, the append is unharmed
+    assert any("owned by uid 65534" in r.getMessage() for r in caplog.records)
+    assert [ev.type for ev in log.read("s")] == ["direct"], "a record of an untrusted spool was replayed"
+
+    os.chown(top, os.geteuid(), os.getegid())
+    os.chmod(top / "pending", 0o770)
+    with pytest.raises(StorageError, match="writable by group or others"):
+        log.replay_spool()
+    assert [ev.type for ev in log.read("s")] == ["direct"]
+    os.chmod(top / "pending", 0o700)
+    assert log.replay_spool().replayed == 6
+    assert ids_in(log, "s") == Counter([*ids, *(ev.id for ev in log.read("s") if ev.type == "direct")])
+
+    other = tmp_path / "other"  # spooling into such a spool is refused too: the caller hears of both failures
+    other.mkdir()
+    blocked = agentlog.open_log(blocked_root(other), spool_dir=spool_dir)
+    Path(blocked.spool.path).mkdir()  # type: ignore[union-attr]
+    os.chmod(blocked.spool.path, 0o777)  # type: ignore[union-attr]
+    with pytest.raises(StorageError, match=r"spool could not take.*writable by group or others"):
+        blocked.append("s", "note")
+
+
+def test_a_pending_file_that_is_not_ours_is_skipped_not_replayed(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A pending file owned by another user, or writable by group or others, is left alone with a warning;
+    the trusted files around it are replayed, and the replay does not report success."""
+    root, spool_dir, ids = spool_events(tmp_path, 3, 2)
+    log = agentlog.open_log(root, spool_dir=spool_dir)
+    foreign, loose, good = pending_files(log)
+    os.chown(foreign, NOBODY, NOBODY)
+    os.chmod(loose, 0o620)
+    with caplog.at_level(logging.WARNING, logger="agentlog"):
+        report = log.replay_spool()
+    assert report.replayed == 2 and not report.ok
+    assert "owned by uid 65534" in report.skipped[foreign.name]
+    assert "writable by group or others" in report.skipped[loose.name]
+    assert {r.getMessage().split(" in the spool")[0].rsplit("/", 1)[-1] for r in caplog.records
+            if "skipping" in r.getMessage()} == {foreign.name, loose.name}
+    assert sorted(ids_in(log, "s")) == sorted(ids[4:]), "an untrusted pending file was replayed"
+    assert foreign.exists() and loose.exists() and not good.exists()
+    status = log.spool_status()
+    assert status is not None and set(status.skipped) == {foreign.name, loose.name} and status.records == 0
+
+
+def test_the_spool_is_private_whatever_modes_the_log_uses(tmp_path: Path) -> None:
+    """A log shared with a group (files 0666, directories 0777, umask 0) still gets a spool only its user can
+    write: directories 0700, files 0600."""
+    old = os.umask(0)
+    try:
+        log = agentlog.open_log(blocked_root(tmp_path), spool_dir=tmp_path / "spool", file_mode=0o666,
+                                dir_mode=0o777)
+        assert log.append("s", "note").spooled
+        (tmp_path / "root").unlink()
+        (tmp_path / "root").mkdir()
+        (tmp_path / "root" / "logs").mkdir()
+        (tmp_path / "root" / "logs" / "b.jsonl").symlink_to(tmp_path / "outside")
+        assert log.append("b", "note").spooled
+        log.replay_spool()  # b fails: writes the lock, backoff.json and keeps b's file
+    finally:
+        os.umask(old)
+    top = spool_path(log)
+    for path in [top, top / "pending"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    for path in [top / "ROOT", top / "lock", top / "backoff.json", *pending_files(log)]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_symlinks_in_the_spool_tree_are_never_followed(tmp_path: Path) -> None:
+    """A symlink in place of the root's spool directory, of a pending file or of the quarantine is refused
+    or skipped: what it points to is never replayed or counted."""
+    root, spool_dir, _ids = spool_events(tmp_path, 1, 2)
+    log = agentlog.open_log(root, spool_dir=spool_dir)
+    top = spool_path(log)
+    [real] = pending_files(log)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "pending").mkdir(parents=True, mode=0o700)
+    os.chmod(elsewhere, 0o700)
+    os.rename(real, elsewhere / "pending" / real.name)
+    decoy = top / "pending" / "00000000000000000001-1-0000abcd.jsonl"
+    decoy.symlink_to(elsewhere / "pending" / real.name)
+    status = log.spool_status()
+    assert status is not None and status.records == 0 and "symlink" in status.skipped[decoy.name]
+    report = log.replay_spool()
+    assert report.replayed == 0 and "symlink" in report.skipped[decoy.name]
+    assert not ids_in(log, "s")
+
+    (top / "quarantine").mkdir(mode=0o700)
+    (tmp_path / "q-elsewhere").write_text('{"a": 1}\n{"b": 2}\n')
+    (top / "quarantine" / "spool.jsonl").symlink_to(tmp_path / "q-elsewhere")
+    with pytest.raises(StorageError, match="symlink"):
+        log.spool_status()  # not a count of whatever file the link names
+    decoy.unlink()
+    os.rename(top, tmp_path / "moved")
+    top.symlink_to(elsewhere)  # the whole per-root directory swapped for a symlink
+    with pytest.raises(StorageError, match="symlink"):
+        log.replay_spool()
+    assert not ids_in(log, "s")
+
+
+def test_unreadable_pending_entries_are_skipped_with_a_warning(tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A directory, a FIFO and a stray file in pending/ neither abort the replay or the status nor get
+    removed: each is named in a warning and in the report, and the records around them are replayed."""
+    root, spool_dir, ids = spool_events(tmp_path, 2, 2)
+    log = agentlog.open_log(root, spool_dir=spool_dir)
+    pending = spool_path(log) / "pending"
+    a_dir = pending / "00000000000000000001-1-00000001.jsonl"
+    a_dir.mkdir()
+    a_fifo = pending / "00000000000000000002-1-00000002.jsonl"
+    os.mkfifo(a_fifo, 0o600)
+    stray = pending / "notes.txt"
+    stray.write_text("not a spool file\n")
+    os.chmod(stray, 0o600)
+    with caplog.at_level(logging.WARNING, logger="agentlog"):
+        status = log.spool_status()
+    assert status is not None and status.records == 4 and status.files == 2
+    assert set(status.skipped) == {a_dir.name, a_fifo.name, stray.name}
+    assert "regular file" in status.skipped[a_fifo.name] and "not a spool file" in status.skipped[stray.name]
+    res = run_cli(tmp_path, "spool", "status")
+    assert res.returncode == 0 and f"skipped pending/{a_fifo.name}" in res.stdout, res.stdout + res.stderr
+    with caplog.at_level(logging.WARNING, logger="agentlog"):
+        report = log.replay_spool()
+    assert report.replayed == 4 and set(report.skipped) == {a_dir.name, a_fifo.name, stray.name}
+    assert not report.ok
+    assert sum("skipping" in r.getMessage() and a_fifo.name in r.getMessage() for r in caplog.records) == 2
+    assert ids_in(log, "s") == Counter(ids)
+    assert a_dir.is_dir() and stat.S_ISFIFO(a_fifo.lstat().st_mode) and stray.exists()
+    for entry in (a_fifo, stray):
+        entry.unlink()
+    a_dir.rmdir()
+    assert log.replay_spool().ok
+
+
+def test_a_pending_file_the_user_cannot_read_is_skipped(tmp_path: Path) -> None:
+    """As an ordinary user (permission bits are enforced): a pending file that cannot be opened (mode 000)
+    is skipped with its errno, and the others are replayed."""
+    require_privilege(os.geteuid() == 0, "dropping to another user needs root")
+    base = Path(tempfile.mkdtemp(prefix="agentlog-spool-unpriv-"))
+    try:
+        os.chmod(base, 0o755)
+        work = base / "w"
+        work.mkdir()
+        os.chown(work, NOBODY, NOBODY)
+
+        def child() -> None:
+            root, spool_dir, ids = spool_events(work, 2, 3)
+            log = agentlog.open_log(root, spool_dir=spool_dir)
+            locked, _readable = pending_files(log)
+            os.chmod(locked, 0)
+            status = log.spool_status()
+            assert status is not None and status.records == 3, status
+            assert "EACCES" in status.skipped[locked.name], status.skipped
+            report = log.replay_spool()
+            assert report.replayed == 3 and "EACCES" in report.skipped[locked.name], report
+            assert sorted(ids_in(log, "s")) == sorted(ids[3:])
+            os.chmod(locked, 0o600)
+            assert log.replay_spool().replayed == 3 and ids_in(log, "s") == Counter(ids)
+
+        assert as_nobody(child) == 0
+    finally:
+        shutil.rmtree(base)
+
+
+def b_blocked_by_a_symlink(tmp_path: Path, log: agentlog.EventLog) -> Path:
+    """Spool one event of stream ``b`` while the root is blocked, then give the root back with ``b``'s file
+    a symlink, which the log refuses: every replay of ``b`` fails until it is removed."""
+    assert log.append("b", "waiting").spooled
+    root = tmp_path / "root"
+    root.unlink()
+    (root / "logs").mkdir(parents=True)
+    link = root / "logs" / "b.jsonl"
+    link.symlink_to(tmp_path / "outside.jsonl")
+    return link
+
+
+def backoff_state(tmp_path: Path) -> dict:  # type: ignore[type-arg]
+    [top] = (tmp_path / "spool").iterdir()
+    path = top / "backoff.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def test_a_failing_stream_is_not_rewritten_and_every_process_backs_off(tmp_path: Path) -> None:
+    """``agentlog append`` processes one after another: the first replays and fails on ``b``; its pending file
+    is left untouched (same inode, same mtime), and the next processes do not try ``b`` again until its backoff
+    (stored in the spool) is over, while a newly spooled healthy stream is replayed at once. ``agentlog spool
+    replay`` ignores the backoff (and doubles it when it fails too)."""
+    blocked_root(tmp_path)
+    res = run_cli(tmp_path, "append", "b", "note", "waiting")
+    assert res.returncode == 0 and "spooled" in res.stderr
+    root = tmp_path / "root"
+    root.unlink()
+    (root / "logs").mkdir(parents=True)
+    link = root / "logs" / "b.jsonl"
+    link.symlink_to(tmp_path / "outside.jsonl")
+    [b_file] = (tmp_path / "spool").glob("*/pending/*.jsonl")
+    before = b_file.stat()
+
+    res = run_cli(tmp_path, "append", "a", "note", "1")
+    assert res.returncode == 0 and "could not be replayed" in res.stderr and "b:" in res.stderr, res.stderr
+    after = b_file.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), "rewritten though unchanged"
+    state = backoff_state(tmp_path)
+    assert state["streams"]["b"]["failures"] == 1
+    assert 3 < state["streams"]["b"]["until"] - time.time() <= 5
+
+    res = run_cli(tmp_path, "append", "a", "note", "2")
+    assert res.returncode == 0 and "could not be replayed" not in res.stderr, res.stderr
+    assert backoff_state(tmp_path)["streams"]["b"]["failures"] == 1, "a second process tried b again"
+
+    (root / "logs" / "c.jsonl").symlink_to(tmp_path / "outside.jsonl")  # c is spooled, then healthy again
+    assert run_cli(tmp_path, "append", "c", "note", "spooled").returncode == 0
+    (root / "logs" / "c.jsonl").unlink()
+    res = run_cli(tmp_path, "append", "a", "note", "3")
+    assert res.returncode == 0 and "could not be replayed" not in res.stderr, res.stderr
+    tail = run_cli(tmp_path, "tail", "c", "--json").stdout.splitlines()
+    assert [json.loads(line)["data"]["content"] for line in tail] == ["spooled"], "c waited behind b's backoff"
+    assert backoff_state(tmp_path)["streams"]["b"]["failures"] == 1
+
+    res = run_cli(tmp_path, "spool", "replay")
+    assert res.returncode == 1 and "still waiting 1" in res.stdout and "  b: " in res.stdout, res.stdout
+    state = backoff_state(tmp_path)
+    assert state["streams"]["b"]["failures"] == 2 and 8 < state["streams"]["b"]["until"] - time.time() <= 10
+    assert b_file.stat().st_ino == before.st_ino
+    status = run_cli(tmp_path, "spool", "status").stdout
+    assert "b: 1 (replay failed 2 time(s)" in status, status
+
+    link.unlink()
+    assert run_cli(tmp_path, "append", "a", "note", "4").returncode == 0
+    assert run_cli(tmp_path, "tail", "b", "--json").stdout == "", "b was tried while backing off"
+    res = run_cli(tmp_path, "spool", "replay", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["replayed"] == 1, res.stdout
+    assert backoff_state(tmp_path) == {} and not b_file.exists()
+
+
+def test_the_backoff_doubles_up_to_its_cap_and_then_the_stream_is_tried_again(tmp_path: Path) -> None:
+    """In one process, with a short backoff: appends within it leave ``b`` alone, the first after it tries
+    again and doubles it; once ``b`` can be written, the first append after the backoff replays it."""
+    from agentlog.spool import BACKOFF_BASE, BACKOFF_CAP, _backoff_delay
+
+    assert [_backoff_delay(n) for n in (1, 2, 3, 4)] == [BACKOFF_BASE, 2 * BACKOFF_BASE, 4 * BACKOFF_BASE,
+                                                          8 * BACKOFF_BASE]
+    assert _backoff_delay(60) == _backoff_delay(10_000) == BACKOFF_CAP
+    log = agentlog.open_log(blocked_root(tmp_path), spool_dir=tmp_path / "spool")
+    assert log.spool is not None
+    log.spool.backoff_base, log.spool.backoff_cap = 0.3, 0.6
+    link = b_blocked_by_a_symlink(tmp_path, log)
+    tries: list[tuple[int, float]] = []  # (failures so far, seconds until b is due) after each try of b
+    start = time.monotonic()
+    for _ in range(14):
+        log.append("a", "tick")
+        b = backoff_state(tmp_path)["streams"]["b"]
+        if not tries or b["failures"] != tries[-1][0]:
+            tries.append((b["failures"], b["until"] - time.time()))
+        time.sleep(0.1)
+    elapsed = time.monotonic() - start
+    assert [n for n, _ in tries] == list(range(1, len(tries) + 1))
+    assert len(tries) >= 3 and len(tries) <= 2 + elapsed / 0.6, f"b tried {len(tries)} times in {elapsed:.2f}s"
+    for n, left in tries:  # 0.3 s, then 0.6 s, then the cap (0.6 s) again
+        delay = min(0.6, 0.3 * 2 ** (n - 1))
+        assert delay - 0.25 < left <= delay, (n, left)
+    link.unlink()
+    time.sleep(0.7)
+    log.append("a", "tick")
+    assert [ev.type for ev in log.read("b")] == ["waiting"] and backoff_state(tmp_path) == {}
+
+
+def dirty_pages(path: Path) -> int:
+    """Pages of ``path`` in the page cache that are not on disk yet (``cachestat(2)``, Linux 6.5)."""
+    import ctypes
+
+    class Range(ctypes.Structure):
+        _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+    class Stat(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_uint64) for name in ("cache", "dirty", "writeback", "evicted", "recent")]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        whole, out = Range(0, 0), Stat()
+        rc = libc.syscall(451, fd, ctypes.byref(whole), ctypes.byref(out), 0)  # 451: cachestat, every arch
+        require_privilege(rc == 0, f"cachestat(2) failed: {os.strerror(ctypes.get_errno())}")
+        return int(out.dirty)
+    finally:
+        os.close(fd)
+
+
+def test_replay_into_a_write_durability_log_is_on_disk_before_the_spool_lets_go(tmp_path: Path) -> None:
+    """A log opened with ``durability="write"`` does not fsync its appends, but the records it replays were
+    durable in the spool: they are fsynced into the stream before their pending file is removed. Seen in
+    the page cache: the stream the replay wrote has no dirty page left, while the one appended at "write"
+    durability (the control) still has."""
+    root, spool_dir, ids = spool_events(tmp_path, 2, 5)
+    log = agentlog.open_log(root, durability="write", spool_dir=spool_dir)
+    log.append("other", "note", data={"pad": "x" * 5000})  # not fsynced; replays the spool after it
+    assert ids_in(log, "s") == Counter(ids) and pending_files(log) == []
+    require_privilege(dirty_pages(root / "logs" / "other.jsonl") > 0,
+                      "this file system shows no dirty pages after a write: the test would prove nothing")
+    assert dirty_pages(root / "logs" / "s.jsonl") == 0, "replayed records were not fsynced before unspooling"
+
+
+def test_a_later_file_first_attempted_earlier_still_finds_its_copy(tmp_path: Path) -> None:
+    """Replay reads one pending file at a time. A copy that landed an hour ago (the append whose fsync
+    failed) is found even when the record that owns it sits in a later file than one first attempted
+    now: the window of ids looked up grows to cover it."""
+    root, spool_dir = blocked_root(tmp_path), tmp_path / "spool"
+    log = agentlog.open_log(root, spool_dir=spool_dir)
+    early = log.append("s", "early-attempt")
+    late = log.append("s", "late-attempt")
+    first, second = pending_files(log)
+    hour_ago = agentlog.event.format_ts(time.time_ns() - 3600 * 10**9)
+    rec = orjson.loads(second.read_bytes())
+    assert rec["id"] == late.id
+    second.write_bytes(orjson.dumps({**orjson.loads(first.read_bytes()), "attempted_at": hour_ago}) + b"\n")
+    first.write_bytes(orjson.dumps(rec) + b"\n")  # now the later-attempted record comes first
+    root.unlink()
+    (root / "logs").mkdir(parents=True)
+    (root / "logs" / "s.jsonl").write_text(json.dumps(
+        {"seq": 1, "id": early.id, "ts": hour_ago, "stream": "s", "type": "early-attempt"}) + "\n")
+    report = log.replay_spool()
+    assert (report.replayed, report.duplicates) == (1, 1)
+    assert ids_in(log, "s") == Counter([early.id, late.id])
+
+
+def test_a_root_path_that_is_not_utf8_or_is_long_still_has_a_spool(tmp_path: Path) -> None:
+    """A root whose name holds bytes that are not UTF-8, and one whose escaped path would be too long for a
+    directory entry, both spool and replay; the spool's name shows the odd bytes as %XX."""
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/root-\xff\xfe"))
+    odd.write_text("blocked")
+    log = agentlog.open_log(odd, spool_dir=tmp_path / "spool")
+    ev = log.append("s", "note")
+    assert ev.spooled
+    top = spool_path(log)
+    assert top.name.endswith("root-%FF%FE")
+    assert (top / "ROOT").read_bytes() == bytes(odd) + b"\n"
+    status = log.spool_status()
+    assert status is not None and status.records == 1
+    json.dumps(status.to_dict())  # plain text
+    res = subprocess.run([sys.executable, "-m", "agentlog", "--root", str(odd), "spool", "status", "--json"],
+                         capture_output=True, env={**os.environ, "AGENTLOG_SPOOL": str(tmp_path / "spool")},
+                         timeout=60)
+    assert res.returncode == 0 and json.loads(res.stdout)["records"] == 1, res.stderr
+    odd.unlink()
+    assert log.replay_spool().replayed == 1 and [e.id for e in log.read("s")] == [ev.id]
+
+    deep = tmp_path / ("\U0001d11e" * 30) / ("\U0001d11e" * 30) / "root"  # 4 bytes a character
+    deep.parent.mkdir(parents=True)
+    deep.write_text("blocked")
+    log = agentlog.open_log(deep, spool_dir=tmp_path / "spool")
+    assert log.append("s", "note").spooled
+    assert len(os.fsencode(spool_path(log).name)) <= 255
+    deep.unlink()
+    assert log.replay_spool().replayed == 1

@@ -11,52 +11,78 @@ Layout, one directory per root (the root's path, escaped, names it)::
     <spool dir>/<escaped root>/
         ROOT                   the root this spool belongs to
         lock                   flock held by whoever replays
+        backoff.json           streams (and unreadable entries) whose replay keeps failing, and until when
+                               the automatic replay leaves them alone
         pending/<ns>-<pid>-<rand>.jsonl   one file per spooled batch, written temp -> fsync -> rename
         quarantine/spool.jsonl records that can never be replayed, with the reason
 
+The spool is trusted input: what it holds is appended to the log. So the per-root directory and everything
+in it must belong to the effective user and be writable by nobody else (directories are made 0700, files
+0600); a spool that is not is refused with a :class:`~agentlog.StorageError`, and a pending file that is not
+is skipped. Nothing below the spool dir itself is opened through a symlink.
+
 Replay appends the pending records in order, one batch per stream and file, keeping their ids, and adds
 ``spooled_at`` (when the event was first written) to each. It is idempotent by id: before appending to a
-stream it collects the ids that stream already holds since the oldest record's first attempt, so a record
-is never written twice, whether an earlier replay was killed half-way, two processes replay at once (the lock
-makes one wait or skip) or the original append did land before its fsync failed. A record that cannot be
-replayed at all (not JSON, no id, an invalid name or event) is quarantined and replay goes on.
+stream it collects the ids that stream already holds since shortly before the records' first attempt, so a
+record is never written twice, whether an earlier replay was killed half-way, two processes replay at once
+(the lock makes one wait or skip) or the original append did land before its fsync failed. A record leaves
+the spool only once it is durable in the log, whatever the log's ``durability``. A record that cannot be
+replayed at all (not JSON, no id, an invalid name or event) is quarantined and replay goes on; an entry that
+cannot be read or trusted is skipped with a warning and left where it is.
+
+A stream that still cannot be written keeps its records (a pending file is rewritten only when some of its
+records left it). The automatic replay, which runs after every successful append, then leaves that stream
+alone for 5 s, 10 s, 20 s, ... at most :data:`BACKOFF_CAP` seconds; the state lives in ``backoff.json`` so
+that every process (each ``agentlog append`` is one) honours it. An explicit replay ignores it.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
+import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import _json
 from .backends import _fs as fs
 from .errors import AgentlogError, InvalidEvent, InvalidStreamName, StorageError
-from .event import Draft, Event, make_draft, now_ts
+from .event import Draft, Event, format_ts, make_draft, now_ts, parse_ts
 from .names import validate_stream_name
 
 if TYPE_CHECKING:
+    from .backends import Backend
     from .log import EventLog
 
-__all__ = ["LOCK_ATTEMPTS", "SPOOL_ENV", "ReplayReport", "Spool", "SpoolStatus", "resolve_spool_dir"]
+__all__ = ["BACKOFF_BASE", "BACKOFF_CAP", "LOCK_ATTEMPTS", "SPOOL_ENV", "ReplayReport", "Spool", "SpoolStatus",
+           "resolve_spool_dir"]
 
 #: Names the spool directory; ``off`` (or ``0``, ``false``, ``no``, ``none``) turns spooling off.
 SPOOL_ENV = "AGENTLOG_SPOOL"
 #: A lock timeout is retried this many times in all (with a short backoff) before the event is spooled.
 LOCK_ATTEMPTS = 3
 LOCK_BACKOFF = 0.1
+#: After a stream's replay fails, the automatic replay leaves it alone this many seconds, doubling with each
+#: failure in a row up to :data:`BACKOFF_CAP`.
+BACKOFF_BASE = 5.0
+BACKOFF_CAP = 300.0
 _OFF = frozenset(("off", "0", "false", "no", "none"))
 # Replay looks for ids already in a stream from this long before the oldest record's first attempt, so a
 # wall clock stepped back by NTP cannot hide a copy that did land.
 _CLOCK_SLACK = timedelta(minutes=5)
-# After a failed automatic replay, appends wait this long before trying again, so an outage does not make
-# every append pay for a second failing attempt.
-_AUTO_RETRY_AFTER = 5.0
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# What `put` names a pending file; anything else found in pending/ is not replayed.
+_PENDING_NAME = re.compile(r"[0-9]{20}-[0-9]+-[0-9a-f]{8}\.jsonl")
 _STALE_TMP_NS = 3600 * 10**9
+_STATE = "backoff.json"
+_STATE_MAX_BYTES = 1 << 20
+# The last pending-file timestamp this process used: its own spooled batches are named in order even if the
+# wall clock steps back.
+_LAST_NS = [0]
 
 
 def resolve_spool_dir(spool_dir: str | os.PathLike[str] | bool | None) -> str | None:
@@ -87,53 +113,75 @@ class SpoolStatus:
         #: When the oldest waiting record was spooled.
         self.oldest: str | None = None
         self.quarantined = 0
+        #: Entries of ``pending/`` that were not read, and why (not a spool file, unreadable, not trusted).
+        self.skipped: dict[str, str] = {}
+        #: Streams whose replay keeps failing: ``{"failures": n, "retry_at": ts, "error": text}``.
+        self.backoff: dict[str, dict[str, Any]] = {}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "root": self.root, "records": self.records, "files": self.files,
-                "streams": self.streams, "oldest": self.oldest, "quarantined": self.quarantined}
+        return {"path": _text(self.path), "root": _text(self.root), "records": self.records, "files": self.files,
+                "streams": self.streams, "oldest": self.oldest, "quarantined": self.quarantined,
+                "skipped": self.skipped, "backoff": self.backoff}
 
     def __repr__(self) -> str:
         return f"SpoolStatus({self.to_dict()!r})"
 
 
 class ReplayReport:
-    """The outcome of one replay. ``remaining`` records stay pending because of ``errors`` (per stream)."""
+    """The outcome of one replay. ``remaining`` records stay pending because of ``errors`` (per stream);
+    ``deferred`` of them were not tried because their stream is backing off (automatic replays only)."""
 
     def __init__(self) -> None:
         self.replayed = 0
         self.duplicates = 0
         self.quarantined = 0
         self.remaining = 0
+        self.deferred = 0
         self.errors: dict[str, str] = {}
+        #: Entries of ``pending/`` that were not read, and why; they stay where they are.
+        self.skipped: dict[str, str] = {}
         #: Another process was replaying and this one did not wait.
         self.busy = False
+        self._failed_now = False  # a stream or an entry failed in this replay (not only deferred ones)
 
     @property
     def ok(self) -> bool:
-        return not self.remaining and not self.busy
+        return not self.remaining and not self.busy and not self.skipped
 
     def to_dict(self) -> dict[str, Any]:
         return {"replayed": self.replayed, "duplicates": self.duplicates, "quarantined": self.quarantined,
-                "remaining": self.remaining, "errors": self.errors, "busy": self.busy}
+                "remaining": self.remaining, "deferred": self.deferred, "errors": self.errors,
+                "skipped": self.skipped, "busy": self.busy}
 
     def __repr__(self) -> str:
         return f"ReplayReport({self.to_dict()!r})"
+
+
+class _Skip(Exception):
+    """A pending entry that is not read: the message says why."""
 
 
 class Spool:
     """The spool of one root."""
 
     def __init__(self, directory: str, root: str, *, file_mode: int = 0o600, dir_mode: int = 0o700) -> None:
-        self.root = os.path.realpath(root)
-        self.directory = os.path.realpath(directory)
+        self.root = _realpath(root)
+        self.directory = _realpath(directory)
         if self.directory == self.root or self.directory.startswith(self.root.rstrip(os.sep) + os.sep):
             raise ValueError(f"the spool ({directory}) must be outside the log's root ({root}): it is where "
                              "events wait when the root cannot be written")
-        self.path = os.path.join(self.directory, _escape(self.root))
-        self.file_mode = file_mode
-        self.dir_mode = dir_mode
+        self.key = _escape(self.root)
+        self.path = os.path.join(self.directory, self.key)
+        # The spool is private to its user whatever modes the log's files get: others may not plant records.
+        self.file_mode = (file_mode & 0o700) | 0o600
+        self.dir_mode = 0o700  # ``dir_mode`` too: only the owner's bits would count
+        #: Seconds the automatic replay first leaves a failing stream alone, and the most it ever does.
+        self.backoff_base = BACKOFF_BASE
+        self.backoff_cap = BACKOFF_CAP
         self._empty_mtime: int | None = None
-        self._auto_after = 0.0
+        self._held: tuple[int, float] | None = None  # (pending/'s mtime, wall time) nothing is due before
+        self._auto_after = 0.0  # monotonic; after a replay that failed as a whole (no per-stream state)
+        self._auto_failures = 0
 
     # --- spooling ---------------------------------------------------------------------------------------
 
@@ -141,13 +189,19 @@ class Spool:
         """Fsync ``drafts`` into the spool as one file and return them as spooled events; raises
         :class:`StorageError` if the spool cannot take them either."""
         spooled_at = now_ts()
-        reason = _json.dumps(str(error))
+        reason = _json.dumps(_text(str(error)))
         lines = b"".join(b'{"id":"%s","attempted_at":"%s","spooled_at":"%s","error":%s,"event":%s}\n'
                          % (d.id.encode(), attempted_at.encode(), spooled_at.encode(), reason, d.body)
                          for d in drafts)
-        name = f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}.jsonl"
-        dir_fd = self._open("pending", create=True)
-        assert dir_fd is not None
+        ns = _LAST_NS[0] = max(time.time_ns(), _LAST_NS[0] + 1)
+        name = f"{ns:020d}-{os.getpid()}-{os.urandom(4).hex()}.jsonl"
+        top = self._open_top(create=True)
+        assert top is not None
+        try:
+            dir_fd = self._open_sub(top, "pending", create=True)
+            assert dir_fd is not None
+        finally:
+            os.close(top)
         try:
             _write_file(dir_fd, name, lines, self.file_mode, os.path.join(self.path, "pending", name))
         finally:
@@ -166,242 +220,435 @@ class Spool:
 
     def pending(self) -> bool:
         """Whether anything waits to be replayed: one ``stat`` while the spool stays empty."""
+        return self._waiting() is not None
+
+    def _waiting(self) -> tuple[int, list[str]] | None:
+        """``(mtime of pending/, the names in it)`` when something is there, else ``None``."""
         pending_dir = os.path.join(self.path, "pending")
         try:
             mtime = os.stat(pending_dir, follow_symlinks=False).st_mtime_ns
         except OSError:
-            return False
+            return None
         if mtime == self._empty_mtime:
-            return False
-        if _pending_names(pending_dir):
-            return True
+            return None
+        names = _pending_names(pending_dir)
+        if names:
+            return mtime, names
         # A directory's mtime has the kernel's clock-tick resolution: trust "empty" only once it is old
         # enough that a file added in the same tick would have been listed.
         if time.time_ns() - mtime > 1_000_000_000:
             self._empty_mtime = mtime
-        return False
+        return None
 
     def auto_replay(self, log: EventLog) -> None:
-        """After a successful append: replay if something waits, without waiting for another replayer.
-        Failures leave the records pending and are logged; the append that triggered this has succeeded."""
-        if not self.pending() or time.monotonic() < self._auto_after:
+        """After a successful append: replay if something waits and is due, without waiting for another
+        replayer. Failures leave the records pending and are logged, never raised: the append that triggered
+        this has succeeded."""
+        waiting = self._waiting()
+        if waiting is None or time.monotonic() < self._auto_after:
             return
-        try:
-            report = self.replay(log, wait=None)
-        except (OSError, AgentlogError) as exc:
-            report = ReplayReport()
-            report.errors["*"] = str(exc)
-            report.remaining = 1
-        if report.remaining:
-            self._auto_after = time.monotonic() + _AUTO_RETRY_AFTER
-            import logging
+        mtime, names = waiting
+        now = time.time()
+        held = self._held
+        if held is not None and held[0] == mtime and now < held[1]:
+            return
+        import logging
 
+        try:
+            until = self._held_until(names, now)
+            if until is not None:  # everything waiting is backing off: not even a lock to take
+                if time.time_ns() - mtime > 1_000_000_000:  # see _waiting on the mtime's resolution
+                    self._held = (mtime, until)
+                return
+            report = self.replay(log, wait=None, backoff=True)
+        except Exception as exc:  # whatever went wrong, the append itself succeeded
+            self._auto_failures += 1
+            self._auto_after = time.monotonic() + _backoff_delay(self._auto_failures, self.backoff_base,
+                                                                 self.backoff_cap)
+            logging.getLogger("agentlog").warning(
+                "agentlog: warning: the spooled events could not be replayed (%s); they stay in %s",
+                _text(str(exc)), self.path)
+            return
+        self._auto_failures = 0
+        if report._failed_now:
+            problems = [f"{k}: {v}" for k, v in report.errors.items()]
+            problems += [f"pending/{k}: {v}" for k, v in report.skipped.items()]
             logging.getLogger("agentlog").warning(
                 "agentlog: warning: %d spooled event(s) could not be replayed yet (%s); they stay in %s",
-                report.remaining, "; ".join(f"{k}: {v}" for k, v in report.errors.items()), self.path)
+                report.remaining, "; ".join(problems), self.path)
+
+    def _held_until(self, names: list[str], now: float) -> float | None:
+        """When everything in ``names`` was left pending by a replay and is backing off: the wall time the
+        first of it is due again. ``None`` when something is due now (or is new)."""
+        top = self._open_top(create=False)
+        if top is None:
+            return None
+        try:
+            state = self._read_state(top)
+        finally:
+            os.close(top)
+        held = state["held"]
+        if not held or not all(_key(name) in held for name in names):
+            return None
+        until = _next_due(state, now, self.backoff_cap)
+        return until if until is not None and now < until else None
 
     # --- reading the spool ---------------------------------------------------------------------------
 
     def status(self) -> SpoolStatus:
         out = SpoolStatus(path=self.path, root=self.root)
-        for _name, records in self._load(tidy=False):
-            out.files += 1
-            for _line_no, rec in records:
-                if isinstance(rec, dict):
-                    stream = _record_stream(rec) or "?"
-                    out.streams[stream] = out.streams.get(stream, 0) + 1
-                    at = rec.get("spooled_at")
-                    if isinstance(at, str) and (out.oldest is None or at < out.oldest):
-                        out.oldest = at
-                out.records += 1
+        top = self._open_top(create=False)
+        if top is None:
+            return out
+        try:
+            state = self._read_state(top)
+            now = time.time()
+            for stream, item in state["streams"].items():
+                out.backoff[stream] = {"failures": item["failures"],
+                                       "retry_at": format_ts(int(_due(item, now, self.backoff_cap) * 1e9)),
+                                       "error": item["error"]}
+            pending_fd = self._open_sub(top, "pending", create=False)
+            if pending_fd is not None:
+                try:
+                    for _name, records in self._entries(pending_fd, tidy=False, skipped=out.skipped):
+                        out.files += 1
+                        for _line_no, _raw, rec in records:
+                            if isinstance(rec, dict):
+                                stream = _record_stream(rec) or "?"
+                                out.streams[stream] = out.streams.get(stream, 0) + 1
+                                at = rec.get("spooled_at")
+                                if isinstance(at, str) and (out.oldest is None or at < out.oldest):
+                                    out.oldest = at
+                            out.records += 1
+                finally:
+                    os.close(pending_fd)
+            out.quarantined = self._count_quarantined(top)
+        finally:
+            os.close(top)
+        return out
+
+    def _count_quarantined(self, top: int) -> int:
+        qdir = self._open_sub(top, "quarantine", create=False)
+        if qdir is None:
+            return 0
         qpath = os.path.join(self.path, "quarantine", "spool.jsonl")
         try:
-            with open(qpath, "rb") as fh:
-                out.quarantined = sum(1 for line in fh if line.strip())
-        except FileNotFoundError:
-            pass
+            fd = fs.open_read(qdir, "spool.jsonl", qpath)  # never through a symlink, never a FIFO
+        finally:
+            os.close(qdir)
+        if fd is None:
+            return 0
+        try:
+            with os.fdopen(fd, "rb") as fh:
+                return sum(1 for line in fh if line.strip())
         except OSError as exc:
             raise StorageError.from_oserror(exc, "cannot read the spool's quarantine", qpath) from None
-        return out
 
     # --- replay -------------------------------------------------------------------------------------------
 
-    def replay(self, log: EventLog, *, wait: float | None = 60.0) -> ReplayReport:
+    def replay(self, log: EventLog, *, wait: float | None = 60.0, backoff: bool = False) -> ReplayReport:
         """Append every pending record to ``log``, in order and at most once per id.
 
         ``wait`` is how long to wait for another process's replay to finish (``None``: do not wait, and
-        return a report with ``busy`` set)."""
+        return a report with ``busy`` set). ``backoff`` leaves alone the streams whose replay keeps failing
+        until they are due again (what the automatic replay does); an explicit replay tries them all."""
         report = ReplayReport()
-        spool_fd = self._open(create=False)
-        if spool_fd is None:
+        top = self._open_top(create=False)
+        if top is None:
             return report
         try:
-            lock_fd = os.open("lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, self.file_mode,
-                              dir_fd=spool_fd)
-        except OSError as exc:
-            os.close(spool_fd)
-            raise StorageError.from_oserror(exc, "cannot open the spool's lock", self.path) from None
-        try:
-            if wait is None:
-                try:
-                    fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    report.busy = True
-                    return report
-            else:
-                fs.lock(lock_fd, timeout=wait, display=os.path.join(self.path, "lock"))
-            self._replay_locked(log, report)
-            return report
-        finally:
-            os.close(lock_fd)  # releases the flock
-            os.close(spool_fd)
-
-    def _replay_locked(self, log: EventLog, report: ReplayReport) -> None:
-        files = self._load()
-        if not files:
-            return
-        oldest: dict[str, str] = {}
-        for _name, records in files:
-            for _line_no, rec in records:
-                stream = _record_stream(rec) if isinstance(rec, dict) else None
-                at = rec.get("attempted_at") if isinstance(rec, dict) else None
-                if stream and isinstance(at, str) and (stream not in oldest or at < oldest[stream]):
-                    oldest[stream] = at
-        present: dict[str, set[str]] = {}
-        failed: dict[str, str] = {}
-        dir_fd = self._open("pending", create=False)
-        if dir_fd is None:
-            return
-        try:
-            for name, records in files:
-                keep = self._replay_file(log, name, records, oldest, present, failed, report)
-                path = os.path.join(self.path, "pending", name)
-                if keep:
-                    _write_file(dir_fd, name, b"".join(keep), self.file_mode, path, replace=True)
-                else:
+            try:
+                lock_fd = os.open("lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                                  self.file_mode, dir_fd=top)
+            except OSError as exc:
+                raise fs.storage_error(exc, "cannot open the spool's lock", os.path.join(self.path, "lock")) \
+                    from None
+            try:
+                if wait is None:
                     try:
-                        os.unlink(name, dir_fd=dir_fd)
-                    except FileNotFoundError:
-                        pass
-                fs.fsync_dir(dir_fd, os.path.join(self.path, "pending"))
+                        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        report.busy = True
+                        return report
+                else:
+                    fs.lock(lock_fd, timeout=wait, display=os.path.join(self.path, "lock"))
+                backend, twin = _durable_backend(log.backend)
+                try:
+                    self._replay_locked(log, backend, top, report, backoff)
+                finally:
+                    if twin is not None:
+                        twin.close()
+                return report
+            finally:
+                os.close(lock_fd)  # releases the flock
         finally:
-            os.close(dir_fd)
-        report.errors.update(failed)
+            os.close(top)
 
-    def _replay_file(self, log: EventLog, name: str, records: list[tuple[int, Any]], oldest: dict[str, str],
-                     present: dict[str, set[str]], failed: dict[str, str], report: ReplayReport) -> list[bytes]:
-        """Replay one file; return the lines that must stay pending (their stream could not be written)."""
-        groups: dict[str, list[tuple[Draft, bytes]]] = {}
-        for line_no, rec in records:
+    def _replay_locked(self, log: EventLog, backend: Backend, top: int, report: ReplayReport,
+                       honour_backoff: bool) -> None:
+        now = time.time()
+        state = self._read_state(top)
+        run = _Run(log, backend, report)
+        if honour_backoff:
+            run.deferred = {s for s, item in state["streams"].items() if now < _due(item, now, self.backoff_cap)}
+        left: list[str] = []  # names still in pending/ afterwards
+        skipped_now: dict[str, str] = {}
+        waiting_entries: dict[str, dict[str, Any]] = {}
+        pending_fd = self._open_sub(top, "pending", create=False)
+        if pending_fd is not None:
+            display = os.path.join(self.path, "pending")
+            try:
+                names = self._names(pending_fd, tidy=True)
+                for name in names:
+                    item = state["entries"].get(_key(name))
+                    if honour_backoff and item is not None and now < _due(item, now, self.backoff_cap):
+                        waiting_entries[_key(name)] = item
+                        report.skipped[_text(name)] = item["error"]
+                        left.append(name)
+                        continue
+                    try:
+                        records = self._read_entry(pending_fd, name)
+                    except _Skip as why:
+                        skipped_now[_key(name)] = report.skipped[_text(name)] = str(why)
+                        _warn_skipped(os.path.join(display, name), str(why))
+                        left.append(name)
+                        continue
+                    if records is None:
+                        continue  # replayed meanwhile by another process
+                    keep, changed = self._replay_file(run, top, name, records)
+                    if changed:
+                        if keep:
+                            _write_file(pending_fd, name, b"".join(keep), self.file_mode,
+                                        os.path.join(display, name), replace=True)
+                        else:
+                            try:
+                                os.unlink(name, dir_fd=pending_fd)
+                            except FileNotFoundError:
+                                pass
+                        fs.fsync_dir(pending_fd, display)
+                    if keep:
+                        left.append(name)
+            except OSError as exc:
+                if isinstance(exc, StorageError):
+                    raise
+                raise StorageError.from_oserror(exc, "cannot replay the spool", display) from None
+            finally:
+                os.close(pending_fd)
+        for stream in run.deferred & run.seen:
+            item = state["streams"][stream]
+            report.errors[stream] = (f"backing off after {item['failures']} failed replay(s), due again at "
+                                     f"{format_ts(int(_due(item, now, self.backoff_cap) * 1e9))}: "
+                                     f"{item['error']}")
+        report.errors.update(run.failed)
+        report._failed_now = bool(run.failed or skipped_now)
+        # The backoff state: what failed now backs off longer, what waits keeps its time, the rest is forgotten.
+        streams = {s: state["streams"][s] for s in run.deferred & run.seen}
+        for stream, error in run.failed.items():
+            failures = state["streams"].get(stream, {}).get("failures", 0) + 1
+            streams[stream] = {"failures": failures, "error": error,
+                               "until": now + _backoff_delay(failures, self.backoff_base, self.backoff_cap)}
+        entries = dict(waiting_entries)
+        for key, error in skipped_now.items():
+            failures = state["entries"].get(key, {}).get("failures", 0) + 1
+            entries[key] = {"failures": failures, "error": error,
+                            "until": now + _backoff_delay(failures, self.backoff_base, self.backoff_cap)}
+        new = {"streams": streams, "entries": entries, "held": sorted(_key(n) for n in left)} \
+            if streams or entries else _empty_state()
+        if new != state:
+            try:
+                self._write_state(top, new)
+            except StorageError as exc:  # what was replayed stays replayed; only the backoff is forgotten
+                import logging
+
+                logging.getLogger("agentlog").warning("agentlog: warning: %s", _text(str(exc)))
+
+    def _replay_file(self, run: _Run, top: int, name: str,
+                     records: list[tuple[int, bytes, Any]]) -> tuple[list[bytes], bool]:
+        """Replay one file: the lines that must stay pending (their stream could not be written or is backing
+        off), in their order, and whether anything left the file."""
+        report = run.report
+        changed = False
+        groups: dict[str, list[tuple[int, bytes, Draft, Any]]] = {}
+        for line_no, raw, rec in records:
             try:
                 if not isinstance(rec, dict):
                     raise InvalidEvent("the record is not a JSON object")
-                draft = _draft_of(rec, log.max_event_bytes)
-            except (InvalidEvent, InvalidStreamName) as exc:
-                self._quarantine(name, line_no, rec, str(exc))
+                draft = _draft_of(rec, run.log.max_event_bytes)
+            except (InvalidEvent, InvalidStreamName, TypeError, ValueError, RecursionError) as exc:
+                self._quarantine(top, name, line_no, rec, _text(str(exc)))
                 report.quarantined += 1
+                changed = True
                 continue
-            groups.setdefault(draft.stream, []).append((draft, _json.dumps(rec) + b"\n"))
-        keep: list[bytes] = []
+            groups.setdefault(draft.stream, []).append((line_no, raw, draft, rec.get("attempted_at")))
+        keep: list[tuple[int, bytes]] = []
         for stream, items in groups.items():
-            if stream in failed:
-                keep.extend(line for _, line in items)
+            run.seen.add(stream)
+            if stream in run.deferred or stream in run.failed:
+                keep.extend((line_no, raw) for line_no, raw, _d, _a in items)
+                if stream in run.deferred:
+                    report.deferred += len(items)
                 continue
             try:
-                ids = present.get(stream)
-                if ids is None:
-                    ids = present[stream] = _ids_since(log, stream, oldest.get(stream))
-                todo = []
-                for draft, _line in items:
-                    if draft.id in ids:
+                ids = run.ids(stream, [at for _l, _r, _d, at in items])
+                todo: list[Draft] = []
+                batch: set[str] = set()
+                for _line_no, _raw, draft, _at in items:
+                    if draft.id in ids or draft.id in batch:
                         report.duplicates += 1
                     else:
-                        ids.add(draft.id)
+                        batch.add(draft.id)
                         todo.append(draft)
                 if todo:
-                    log.backend.append(stream, todo)
+                    run.backend.append(stream, todo)
                     report.replayed += len(todo)
+                ids.update(batch)  # only once they are in the log (and on disk)
+                changed = True
             except (OSError, AgentlogError) as exc:
-                for draft, _line in items:  # not written: they must be found missing next time
-                    present.get(stream, set()).discard(draft.id)
-                failed[stream] = str(exc)
-                keep.extend(line for _, line in items)
+                run.failed[stream] = _text(str(exc))
+                keep.extend((line_no, raw) for line_no, raw, _d, _a in items)
+        keep.sort()
         report.remaining += len(keep)
-        return keep
+        return [raw + b"\n" for _line_no, raw in keep], changed
 
-    def _quarantine(self, name: str, line_no: int, rec: Any, why: str) -> None:
-        dir_fd = self._open("quarantine", create=True)
+    def _quarantine(self, top: int, name: str, line_no: int, rec: Any, why: str) -> None:
+        dir_fd = self._open_sub(top, "quarantine", create=True)
         assert dir_fd is not None
         try:
             raw = rec if isinstance(rec, str) else _json.dumps(rec).decode()
             fs.append_quarantine(dir_fd, "spool.jsonl",
-                                 {"ts": now_ts(), "reason": why, "source": f"pending/{name}", "line": line_no,
-                                  "record": raw},
+                                 {"ts": now_ts(), "reason": why, "source": f"pending/{_text(name)}",
+                                  "line": line_no, "record": raw},
                                  file_mode=self.file_mode, timeout=10.0,
                                  display=os.path.join(self.path, "quarantine", "spool.jsonl"))
         finally:
             os.close(dir_fd)
 
-    def _load(self, *, tidy: bool = True) -> list[tuple[str, list[tuple[int, Any]]]]:
-        """Every pending file in order, each as ``(line number, parsed record or the raw text)``."""
-        dir_fd = self._open("pending", create=False)
-        if dir_fd is None:
-            return []
+    # --- the files ----------------------------------------------------------------------------------------
+
+    def _names(self, dir_fd: int, *, tidy: bool) -> list[str]:
+        """The entries of ``pending/`` in order (temp files aside; stale ones are removed when ``tidy``)."""
         out = []
-        try:
-            now = time.time_ns()
-            for name in sorted(os.listdir(dir_fd)):
-                if tidy and name.startswith(".") and name.endswith(".tmp"):
+        now = time.time_ns()
+        for name in sorted(os.listdir(dir_fd)):
+            if name.startswith("."):
+                if tidy and name.endswith(".tmp"):
                     _drop_stale_tmp(dir_fd, name, now)
-                    continue
-                if not name.endswith(".jsonl") or name.startswith("."):
-                    continue
-                try:
-                    fd = os.open(name, fs.READ_FLAGS, dir_fd=dir_fd)
-                except FileNotFoundError:
-                    continue  # replayed meanwhile by another process
-                with os.fdopen(fd, "rb") as fh:
-                    raw = fh.read()
-                records: list[tuple[int, Any]] = []
-                for line_no, line in enumerate(raw.splitlines(), 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        records.append((line_no, _json.loads(line)))
-                    except _json.DecodeError:
-                        records.append((line_no, line.decode("utf-8", "replace")))
-                out.append((name, records))
-        except OSError as exc:
-            raise StorageError.from_oserror(exc, "cannot read the spool", os.path.join(self.path, "pending")) \
-                from None
-        finally:
-            os.close(dir_fd)
+                continue
+            out.append(name)
         return out
 
-    def _open(self, *parts: str, create: bool) -> int | None:
-        """A descriptor for ``<spool>/parts``; the per-root directory below the spool dir, and everything
-        under it, is opened without following symlinks."""
-        base_fd = fs.open_root(self.directory, create=create, dir_mode=self.dir_mode)
+    def _entries(self, dir_fd: int, *, tidy: bool,
+                 skipped: dict[str, str]) -> Iterator[tuple[str, list[tuple[int, bytes, Any]]]]:
+        """Every readable pending file in order, one at a time; entries that are not are noted in
+        ``skipped`` (and logged)."""
+        try:
+            names = self._names(dir_fd, tidy=tidy)
+        except OSError as exc:
+            raise StorageError.from_oserror(exc, "cannot list the spool", os.path.join(self.path, "pending")) \
+                from None
+        for name in names:
+            try:
+                records = self._read_entry(dir_fd, name)
+            except _Skip as why:
+                skipped[_text(name)] = str(why)
+                _warn_skipped(os.path.join(self.path, "pending", name), str(why))
+                continue
+            if records is not None:
+                yield name, records
+
+    def _read_entry(self, dir_fd: int, name: str) -> list[tuple[int, bytes, Any]] | None:
+        """A pending file as ``(line number, raw line, parsed record or the text)``; ``None`` if it is gone.
+        Raises :class:`_Skip` for an entry that cannot be read or trusted."""
+        if not _PENDING_NAME.fullmatch(name):
+            raise _Skip("not a spool file (its name is not one the spool gives); left as it is")
+        try:
+            fd = os.open(name, fs.READ_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _Skip("a symlink, which is never followed in the spool") from None
+            raise _Skip(f"cannot open it: {_errname(exc)}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise _Skip("not a regular file (a directory, FIFO or device)")
+            why = _untrusted(st)
+            if why:
+                raise _Skip(f"not replayed: it {why}")
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+        except OSError as exc:
+            raise _Skip(f"cannot read it: {_errname(exc)}") from None
+        finally:
+            os.close(fd)
+        records: list[tuple[int, bytes, Any]] = []
+        for line_no, line in enumerate(b"".join(chunks).splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append((line_no, line, _json.loads(line)))
+            except (ValueError, RecursionError):
+                records.append((line_no, line, line.decode("utf-8", "replace")))
+        return records
+
+    def _open_base(self, *, create: bool) -> int | None:
+        """The spool dir itself: the caller's choice, so symlinks above and at it are followed. Directories
+        made for it are fsynced into their parents: a spooled file must not vanish with its directory."""
+        made: list[str] = []
+        if create:
+            path = self.directory
+            while not os.path.isdir(path):
+                made.append(path)
+                parent = os.path.dirname(path)
+                if parent == path:
+                    break
+                path = parent
+        fd = fs.open_root(self.directory, create=create, dir_mode=self.dir_mode)
+        for path in made:
+            try:
+                parent_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                os.fsync(parent_fd)
+            except OSError:
+                pass
+            finally:
+                os.close(parent_fd)
+        return fd
+
+    def _open_top(self, *, create: bool) -> int | None:
+        """This root's spool directory (checked: ours, and writable by nobody else); ``None`` if missing."""
+        base_fd = self._open_base(create=create)
         if base_fd is None:
             return None
         try:
-            key = os.path.basename(self.path)
-            top = fs.open_dir(base_fd, [key], create=create, dir_mode=self.dir_mode, display=self.path)
-            if top is None:
-                return None
-            try:
-                if create:
-                    self._write_root_note(top)
-                if not parts:
-                    top, fd = -1, top
-                    return fd
-                return fs.open_dir(top, list(parts), create=create, dir_mode=self.dir_mode,
-                                   display=os.path.join(self.path, *parts))
-            finally:
-                if top >= 0:
-                    os.close(top)
+            top = fs.open_dir(base_fd, [self.key], create=create, dir_mode=self.dir_mode, display=self.path)
         finally:
             os.close(base_fd)
+        if top is None:
+            return None
+        try:
+            _check_trusted(top, self.path)
+            if create:
+                self._write_root_note(top)
+        except BaseException:
+            os.close(top)
+            raise
+        return top
+
+    def _open_sub(self, top: int, name: str, *, create: bool) -> int | None:
+        display = os.path.join(self.path, name)
+        fd = fs.open_dir(top, [name], create=create, dir_mode=self.dir_mode, display=display)
+        if fd is not None:
+            try:
+                _check_trusted(fd, display)
+            except BaseException:
+                os.close(fd)
+                raise
+        return fd
 
     def _write_root_note(self, dir_fd: int) -> None:
         """``ROOT`` names the root a spool belongs to, for people and for ``agentlog spool status``."""
@@ -413,24 +660,243 @@ class Spool:
         except OSError as exc:
             raise StorageError.from_oserror(exc, "cannot write the spool's ROOT note", self.path) from None
         try:
-            os.write(fd, self.root.encode() + b"\n")
+            os.write(fd, _fsbytes(self.root) + b"\n")
         finally:
             os.close(fd)
 
+    def _read_state(self, top: int) -> dict[str, Any]:
+        """``backoff.json``, checked; a missing, damaged or untrusted one counts as no backoff at all."""
+        try:
+            fd = os.open(_STATE, fs.READ_FLAGS, dir_fd=top)
+        except OSError:
+            return _empty_state()
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or _untrusted(st) or st.st_size > _STATE_MAX_BYTES:
+                return _empty_state()
+            data = os.read(fd, _STATE_MAX_BYTES + 1)
+        except OSError:
+            return _empty_state()
+        finally:
+            os.close(fd)
+        try:
+            return _checked_state(_json.loads(data))
+        except (ValueError, RecursionError):
+            return _empty_state()
+
+    def _write_state(self, top: int, state: dict[str, Any]) -> None:
+        """Replace ``backoff.json`` (not fsynced: losing it to a crash only brings a retry forward)."""
+        display = os.path.join(self.path, _STATE)
+        if not state["streams"] and not state["entries"]:
+            try:
+                os.unlink(_STATE, dir_fd=top)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise StorageError.from_oserror(exc, "cannot update the spool's backoff state", display) \
+                    from None
+            return
+        _write_file(top, _STATE, _json.dumps(state), self.file_mode, display, replace=True, sync=False)
+
+
+class _Run:
+    """What one replay knows as it goes: the ids each stream holds, which streams failed or wait."""
+
+    def __init__(self, log: EventLog, backend: Backend, report: ReplayReport) -> None:
+        self.log = log
+        self.backend = backend
+        self.report = report
+        self.deferred: set[str] = set()
+        self.failed: dict[str, str] = {}
+        self.seen: set[str] = set()
+        # stream -> (ids, start of the window they cover: a canonical ts, "" for the whole stream)
+        self._ids: dict[str, tuple[set[str], str]] = {}
+
+    def ids(self, stream: str, attempted: list[Any]) -> set[str]:
+        """The ids ``stream`` holds from shortly before the earliest of ``attempted`` on; the window only
+        grows, so a later file whose records were first tried earlier still finds its copies."""
+        start = ""
+        for at in attempted:
+            begin = _window_start(at)
+            if begin is None:
+                start = ""
+                break
+            start = begin if not start or begin < start else start
+        have = self._ids.get(stream)
+        if have is None:
+            events = self.log.read(stream) if not start else self.log.query(streams=[stream], since=start)
+            ids = {ev.id for ev in events if ev.id is not None}
+            self._ids[stream] = (ids, start)
+            return ids
+        ids, covered = have
+        if covered and (not start or start < covered):
+            events = self.log.query(streams=[stream], since=start or None, until=covered)
+            ids.update(ev.id for ev in events if ev.id is not None)
+            self._ids[stream] = (ids, start)
+        return ids
+
+
+def _durable_backend(backend: Backend) -> tuple[Backend, Any]:
+    """What replay appends through, and the twin to close afterwards (or ``None``).
+
+    A record leaves the spool, where it was durable, only once it is durable in the log. A file log opened
+    with ``durability="write"`` acknowledges before its fsync, so replay writes through a twin of it that
+    fsyncs (same root, same settings: the file locks make the two as safe together as two processes)."""
+    if getattr(backend, "durability", "fsync") == "fsync":
+        return backend, None
+    from .backends.file import FileBackend
+
+    if type(backend) is not FileBackend:
+        return backend, None
+    twin = FileBackend(backend.root, durability="fsync", segment_bytes=backend.segment_bytes,
+                       lock_timeout=backend.lock_timeout, file_mode=backend.file_mode, dir_mode=backend.dir_mode,
+                       rotate=backend.rotate)
+    return twin, twin
+
+
+def _check_trusted(fd: int, display: str) -> None:
+    try:
+        st = os.fstat(fd)
+    except OSError as exc:
+        raise StorageError.from_oserror(exc, "cannot check the spool", display) from None
+    why = _untrusted(st)
+    if why:
+        raise StorageError(f"refusing the spool: {display} {why}; what a spool holds is appended to the log, so "
+                           "only its owner may be able to write it", path=display)
+
+
+def _untrusted(st: os.stat_result) -> str | None:
+    """Why a spool entry with this ``stat`` cannot be trusted, or ``None``: it must belong to the effective
+    user and be writable by nobody else."""
+    uid = os.geteuid()
+    if st.st_uid != uid:
+        return f"is owned by uid {st.st_uid}, not by this user (uid {uid})"
+    if st.st_mode & 0o022:
+        return f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def _empty_state() -> dict[str, Any]:
+    return {"streams": {}, "entries": {}, "held": []}
+
+
+def _checked_state(data: Any) -> dict[str, Any]:
+    """The parts of a loaded ``backoff.json`` that have the right shape."""
+    out = _empty_state()
+    if not isinstance(data, dict):
+        return out
+    for part in ("streams", "entries"):
+        items = data.get(part)
+        if not isinstance(items, dict):
+            continue
+        for key, item in items.items():
+            if isinstance(item, dict) and type(item.get("failures")) is int and item["failures"] > 0 \
+                    and type(item.get("until")) in (int, float) and isinstance(item.get("error"), str):
+                out[part][key] = {"failures": item["failures"], "error": item["error"],
+                                  "until": float(item["until"])}
+    held = data.get("held")
+    if isinstance(held, list):
+        out["held"] = [name for name in held if isinstance(name, str)]
+    return out
+
+
+def _backoff_delay(failures: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
+    """Seconds to leave a stream alone after ``failures`` failed replays in a row: base, 2 x base, ... cap."""
+    return float(min(cap, base * 2 ** min(max(failures, 1) - 1, 32)))
+
+
+def _due(item: dict[str, Any], now: float, cap: float) -> float:
+    """When a backing-off item is due. A time further away than the cap means the clock was stepped back:
+    due now rather than waiting for the clock to catch up."""
+    until: float = item["until"]
+    return now if until - now > cap else until
+
+
+def _next_due(state: dict[str, Any], now: float, cap: float) -> float | None:
+    times = [_due(item, now, cap) for part in ("streams", "entries") for item in state[part].values()]
+    return min(times) if times else None
+
+
+def _window_start(attempted_at: Any) -> str | None:
+    """Where to look for copies of a record first tried at ``attempted_at`` (``None``: the whole stream)."""
+    if not isinstance(attempted_at, str):
+        return None
+    try:
+        return parse_ts(datetime.fromisoformat(attempted_at) - _CLOCK_SLACK)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _warn_skipped(path: str, why: str) -> None:
+    import logging
+
+    logging.getLogger("agentlog").warning("agentlog: warning: skipping %s in the spool: %s", _text(path), why)
+
+
+def _errname(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    return f"{name}: {os.strerror(exc.errno)}" if exc.errno else str(exc)
+
+
+def _text(value: str) -> str:
+    """``value`` as valid UTF-8 text (undecodable bytes of a path as ``\\udcXX`` escapes), for JSON and
+    messages."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _key(name: str) -> str:
+    """A directory entry's name as JSON can hold it, whatever its bytes (one character per byte)."""
+    return _fsbytes(name).decode("latin-1")
+
+
+def _fsbytes(value: str) -> bytes:
+    try:
+        return os.fsencode(value)
+    except UnicodeEncodeError:  # a lone surrogate that no file name decodes to
+        return value.encode("utf-8", "backslashreplace")
+
+
+def _realpath(path: str | os.PathLike[str]) -> str:
+    try:
+        return os.path.realpath(path)
+    except (UnicodeEncodeError, ValueError):
+        return os.path.abspath(path)
+
 
 def _escape(root: str) -> str:
-    """The root's path as one readable directory name (``/srv/log`` -> ``%2Fsrv%2Flog``)."""
-    name = root.replace("%", "%25").replace("/", "%2F")
-    if len(name) > 200:
+    """The root's path as one readable directory name (``/srv/log`` -> ``%2Fsrv%2Flog``).
+
+    Bytes of the path that are not UTF-8 (``\\udcXX`` after decoding) and control characters are escaped as
+    ``%XX`` too; a name too long for a directory entry keeps its start and ends in a hash of the whole."""
+    out = []
+    for ch in root:
+        code = ord(ch)
+        if ch == "%":
+            out.append("%25")
+        elif ch == "/":
+            out.append("%2F")
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, as os.fsdecode carries it
+            out.append(f"%{code - 0xDC00:02X}")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append(f"%u{code:04X}")
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"%{code:02X}")
+        else:
+            out.append(ch)
+    name = "".join(out)
+    if len(name) > 200 or len(name.encode()) > 255:
         import hashlib
 
-        name = name[:100] + "%" + hashlib.sha256(root.encode()).hexdigest()[:32]
+        prefix = name[:100]
+        while len(prefix.encode()) > 200:
+            prefix = prefix[:-1]
+        name = prefix + "%" + hashlib.sha256(root.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return name
 
 
 def _pending_names(pending_dir: str) -> list[str]:
     try:
-        return [n for n in os.listdir(pending_dir) if n.endswith(".jsonl") and not n.startswith(".")]
+        return [n for n in os.listdir(pending_dir) if not n.startswith(".")]
     except OSError:
         return []
 
@@ -465,21 +931,10 @@ def _draft_of(rec: dict[str, Any], max_event_bytes: int) -> Draft:
     return draft
 
 
-def _ids_since(log: EventLog, stream: str, attempted_at: str | None) -> set[str]:
-    """Ids the stream already holds from shortly before ``attempted_at`` on (all of them without a time)."""
-    since = None
-    if attempted_at is not None:
-        try:
-            since = (datetime.fromisoformat(attempted_at) - _CLOCK_SLACK).isoformat()
-        except ValueError:
-            since = None
-    events = log.read(stream) if since is None else log.query(streams=[stream], since=since)
-    return {ev.id for ev in events if ev.id is not None}
-
-
 def _write_file(dir_fd: int, name: str, data: bytes, file_mode: int, display: str, *,
-                replace: bool = False) -> None:
-    """Write ``name`` whole or not at all: a private temp file, fsync, rename (no directory fsync here)."""
+                replace: bool = False, sync: bool = True) -> None:
+    """Write ``name`` whole or not at all: a private temp file, fsync, rename (and, for a new name, fsync the
+    directory; ``replace`` leaves that to the caller). ``sync=False`` skips both fsyncs."""
     tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, file_mode,
@@ -487,11 +942,12 @@ def _write_file(dir_fd: int, name: str, data: bytes, file_mode: int, display: st
         try:
             os.fchmod(fd, file_mode)
             fs.write_all(fd, data, 0, display)
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        if not replace:
+        if sync and not replace:
             fs.fsync_dir(dir_fd, display)
     except OSError as exc:
         try:
