@@ -531,3 +531,73 @@ def test_append_does_not_import_heavy_modules(root: Path) -> None:
             "if m in sys.modules]; print(status, heavy)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.splitlines()[-1] == "0 []"
+
+
+# --- append --redact ----------------------------------------------------------------------------------------
+
+GH_TOKEN = "ghp_" + "Zq8" * 12  # a real-format token, made here so the repository holds none
+
+
+def stored(root: Path, stream: str) -> list[dict]:
+    return json_lines((root / "logs" / f"{stream}.jsonl").read_text())
+
+
+def test_append_redact_removes_secrets_from_content_data_and_fields(root: Path) -> None:
+    out = ok(root, "append", "s", "note", f"push with {GH_TOKEN}", "--redact", "--json",
+             "--data", '{"db": {"password": "hunter2"}, "dsn": "postgres://app:pw-123456@db/prod"}')
+    [ev] = json_lines(out)
+    assert ev["data"] == {"db": {"password": "[REDACTED:secret_field]"},
+                          "dsn": "postgres://app:[REDACTED:url_password]@db/prod",
+                          "content": "push with [REDACTED:github_token]"}
+    assert ev["redactions"] == [{"rule": "github_token", "count": 1}, {"rule": "url_password", "count": 1},
+                                {"rule": "secret_field", "count": 1}]
+    assert stored(root, "s") == [ev]
+    raw = (root / "logs" / "s.jsonl").read_text()
+    assert GH_TOKEN not in raw and "hunter2" not in raw and "pw-123456" not in raw
+    ok(root, "append", "s", "note", f"push with {GH_TOKEN}")  # without --redact: stored as given
+    plain = stored(root, "s")[1]
+    assert plain["data"]["content"] == f"push with {GH_TOKEN}" and "redactions" not in plain
+
+
+def test_append_redact_applies_to_every_event_of_a_stdin_batch(root: Path) -> None:
+    lines = "\n".join(json.dumps(item) for item in [
+        {"type": "a", "data": {"api_key": "k-1"}},
+        {"type": "b", "note": f"token {GH_TOKEN}"},
+        {"type": "c", "data": {"content": "nothing secret"}},
+    ]) + "\n"
+    ok(root, "append", "s", "-", "--redact", "--actor", "alice", stdin=lines)
+    evs = stored(root, "s")
+    assert [ev["type"] for ev in evs] == ["a", "b", "c"] and {ev["actor"] for ev in evs} == {"alice"}
+    assert evs[0]["data"] == {"api_key": "[REDACTED:secret_field]"}
+    assert evs[0]["redactions"] == [{"rule": "secret_field", "count": 1}]
+    assert evs[1]["note"] == "token [REDACTED:github_token]"
+    assert "redactions" not in evs[2]
+    bad = '{"type": "a", "data": {"password": "x"}, "redactions": "yes"}\n'
+    assert_one_line_error(run(root, "append", "s", "-", "--redact", stdin=bad), 2,
+                          "stdin line 1: redactions must be a list", "nothing was appended")
+    assert len(stored(root, "s")) == 3
+
+
+def test_append_redact_with_a_bad_rules_file_is_a_usage_error_and_writes_nothing(root: Path, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.json"
+    rules.write_text('{"rules": [{"name": "broken", "pattern": "(tk"}]}')
+    done = run(root, "append", "s", "note", "hello", "--redact", env={"AGENTLOG_REDACT_RULES": str(rules)})
+    assert_one_line_error(done, 2, f"$AGENTLOG_REDACT_RULES: {rules}: rule 'broken': bad pattern: missing )")
+    assert not (root / "logs").exists()
+    done = run(root, "append", "s", "note", "hello", env={"AGENTLOG_REDACT_RULES": str(rules)})
+    assert done.returncode == 0, "without --redact the rules are never read"
+    rules.write_text('{"rules": [{"name": "ticket", "pattern": "TK-[0-9]{6}"}]}')
+    done = run(root, "append", "s", "note", "see TK-123456", "--redact", "--json",
+               env={"AGENTLOG_REDACT_RULES": str(rules)})
+    assert done.returncode == 0 and json_lines(done.stdout)[0]["data"]["content"] == "see [REDACTED:ticket]"
+
+
+def test_append_redact_stays_light_too(root: Path) -> None:
+    """`--redact` imports the rules, and nothing heavy; a plain append does not even import the rules."""
+    for extra, redact_loaded in (([], False), (["--redact"], True)):
+        code = ("import sys; from agentlog.cli import main; "
+                f"status = main(['--root', {str(root)!r}, 'append', 's', 'note', 'x', *{extra!r}]); "
+                "heavy = [m for m in ('rich', 'multiprocessing', 'agentlog.stress', 'shutil', 'asyncio') "
+                "if m in sys.modules]; print(status, heavy, 'agentlog.redact' in sys.modules)")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert done.stdout.splitlines()[-1] == f"0 [] {redact_loaded}"

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 import agentlog
 from _workers import finish, spawn
 from agentlog import InvalidEvent, InvalidStreamName
-from agentlog.ledger import Ledger, fold, liveness, open_ledger
+from agentlog.ledger import Ledger, fold, in_order, liveness, open_ledger
 from agentlog.validate import validate_files, validate_record
 
 
@@ -186,3 +187,75 @@ def test_schema_prints_each_schema(tmp_path: Path) -> None:
         res = cli(tmp_path, "schema", name)
         assert res.returncode == 0 and json.loads(res.stdout)["$id"] == f"agentlog:{name}"
     assert cli(tmp_path, "schema", "nope").returncode == 2
+
+
+# --- events replayed from the spool arrive late ------------------------------------------------------------
+
+def _shift(ts: str, seconds: float) -> str:
+    return (datetime.fromisoformat(ts) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_an_event_replayed_late_never_overwrites_a_newer_state_task_or_heartbeat(led: Ledger) -> None:
+    """What a spool replay appends (the event as it was, plus ``spooled_at``) lands after newer events; the
+    view folds each event where it happened, whether it is caught up incrementally, rebuilt or recreated."""
+    log = led.log
+    start = led.write("ann", "task_start", task="T-1")
+    beat = led.heartbeat("ann", next_due=60, task="T-1")
+    done = led.write("ann", "task_result", task="T-1", data={"exit_code": 0})
+    time.sleep(0.01)
+    off = led.write("ann", "state_change", data={"state": "offline", "reason": "shut down"})
+    before = led.status("ann")
+    assert before["state"] == "offline" and before["since"] == off.ts
+    assert done.ts is not None and start.ts is not None and off.ts is not None
+    between = _shift(done.ts, 0.001)  # after the task ended, before the agent went offline
+    long_ago = _shift(start.ts, -1)
+    log.append("ledger/ann", "task_start", actor="ann", task="T-0", spooled_at=long_ago)
+    log.append("ledger/ann", "heartbeat", actor="ann", spooled_at=long_ago,
+               data={"interval_s": 5, "next_due": _shift(long_ago, 5)})
+    log.append("ledger/ann", "error", actor="ann", task="T-1", spooled_at=between, data={"message": "late"})
+    assert [ev.seq for ev in log.read("ledger/ann")] == [1, 2, 3, 4, 5, 6, 7]
+
+    caught_up = led.status("ann")  # incrementally, from through_seq 4
+    assert (caught_up["state"], caught_up["task"], caught_up["since"]) == ("offline", None, off.ts)
+    assert caught_up["last_heartbeat"] == beat.ts, "an older heartbeat does not replace a newer one"
+    assert caught_up["next_heartbeat_due"] == beat.data["next_due"]
+    assert caught_up["last_error"] == {"ts": between, "message": "late", "task": "T-1"}, "but it did happen"
+    assert caught_up["through_seq"] == 7 and caught_up["last_event"] == off.ts
+    assert validate_record(caught_up, "status") == []
+    assert status_file(led, "ann") == caught_up
+    assert led.rebuild() == [caught_up]
+    (Path(log.root) / "agents" / "ann" / "status.json").unlink()
+    assert led.status("ann") == caught_up, "recreated from the whole ledger"
+    assert fold(None, in_order(lambda: log.read("ledger/ann")), agent="ann") == caught_up
+    assert [ev.seq for ev in in_order(lambda: log.read("ledger/ann"))] == [5, 6, 1, 2, 3, 7, 4]
+    naive = fold(None, log.read("ledger/ann"), agent="ann")
+    assert (naive["state"], naive["task"]) == ("error", "T-0"), "in seq order the late events would win"
+
+
+def test_a_ledger_event_spooled_while_the_root_was_unwritable_is_folded_where_it_happened(tmp_path: Path) -> None:
+    """The real thing: the root cannot be written (a file where its directory should be), so a task_start and a
+    heartbeat go to the spool; once it can be written again, a newer state_change is appended and the spool is
+    replayed after it (automatically, by that append). The agent stays offline."""
+    root, spool, aside = tmp_path / "root", tmp_path / "spool", tmp_path / "aside"
+    with open_ledger(root, spool_dir=spool) as led:
+        led.write("ann", "task_start", task="T-1")
+        led.write("ann", "task_result", task="T-1", data={"exit_code": 0})
+    root.rename(aside)
+    root.write_text("not a directory\n")
+    with open_ledger(root, spool_dir=spool) as led:
+        spooled = [led.write("ann", "task_start", task="T-2"), led.heartbeat("ann", next_due=30, task="T-2")]
+        assert all(ev.spooled for ev in spooled)
+    root.unlink()
+    aside.rename(root)
+    time.sleep(0.01)
+    with open_ledger(root, spool_dir=spool) as led:
+        off = led.write("ann", "state_change", data={"state": "offline"})
+        assert not off.spooled
+        stored = list(led.log.read("ledger/ann"))
+        assert [(ev.type, "spooled_at" in ev.extra) for ev in stored] == [
+            ("task_start", False), ("task_result", False), ("state_change", False), ("task_start", True),
+            ("heartbeat", True)], "the replay came after the newer event"
+        st = status_file(led, "ann")
+        assert (st["state"], st["task"], st["through_seq"]) == ("offline", None, 5)
+        assert st["since"] == off.ts and st["last_heartbeat"] == stored[4].extra["spooled_at"]
+        assert led.rebuild() == [st]

@@ -335,6 +335,38 @@ def test_on_a_full_disk_without_a_spool_the_command_still_runs_with_a_warning(
     assert all("No space left" in line or "ENOSPC" in line or "28" in line for line in warnings), res.stderr
 
 
+@pytest.mark.slow
+def test_events_spooled_on_a_full_disk_are_redacted_and_folded_where_they_happened(
+        tmp_path: Path, fault_tmpfs: Any) -> None:
+    """The run's events wait in the spool (redacted there too: the spool is on a disk). Once space is freed, a
+    newer ledger write lands first and replays them after it; the status keeps the newer state."""
+    mount = fault_tmpfs.mount("1m")
+    root = mount / "root"
+    root.mkdir()
+    fill(mount / "filler")
+    spool = tmp_path / "spool"
+    code = "import sys; print('using ' + sys.argv[2]); print('password=' + sys.argv[4], file=sys.stderr)"
+    res = run_cli(root, "run", "--agent", "disk", "--task", "T-full", "--heartbeat", "0", "--", PY, "-c", code,
+                  "--token", GH_TOKEN, "--password", PASSWORD, env={"AGENTLOG_SPOOL": str(spool)})
+    assert res.returncode == 0 and GH_TOKEN in res.stdout and "spooled" in res.stderr, res.stderr
+    assert events(root, "disk") == [] and all_bytes(spool)
+    for secret in (GH_TOKEN, PASSWORD):
+        assert secret.encode() not in all_bytes(spool), "a secret reached the spool"
+    (mount / "filler").unlink()
+    res = run_cli(root, "ledger", "write", "--agent", "disk", "state_change", "--data", '{"state": "offline"}',
+                  env={"AGENTLOG_SPOOL": str(spool)})
+    assert res.returncode == 0, res.stderr
+    evs = events(root, "disk")
+    assert [(ev["type"], "spooled_at" in ev) for ev in evs] == [
+        ("state_change", False), ("task_start", True), ("task_result", True)], "replayed after the newer event"
+    assert evs[2]["data"]["stdout_tail"] == "using [REDACTED:github_token]\n"
+    st = status(root, "disk")
+    assert (st["state"], st["task"], st["through_seq"]) == ("offline", None, 3)
+    assert st["since"] == evs[0]["ts"]
+    for secret in (GH_TOKEN, PASSWORD):
+        assert secret.encode() not in all_bytes(root, spool)
+
+
 # --- a command that cannot start --------------------------------------------------------------------------
 
 def test_a_command_that_cannot_start_gets_an_error_event_and_126_or_127(tmp_path: Path) -> None:
@@ -391,6 +423,35 @@ def test_secrets_in_the_command_line_and_the_output_never_reach_the_disk(tmp_pat
     assert result["data"]["stdout_tail"] == "token: [REDACTED:github_token]\n"
     assert "[REDACTED:secret_assignment]" in result["data"]["stderr_tail"]
     assert {r["rule"] for r in result["redactions"]} >= {"github_token", "secret_assignment", "aws_access_key_id"}
+
+
+def test_the_argument_after_a_secret_named_flag_is_redacted_only_when_it_is_one(tmp_path: Path) -> None:
+    with open_ledger(tmp_path / "root", spool_dir=False) as led:
+        result = run_command(led, "ann", [PY, "-c", "pass", "--pgpassword", "hunter2x", "--db-api-key", "k-1",
+                                          "--max-tokens", "4096", "--token", "42", "--pwd", "/home/ann", "-x", "y"],
+                             heartbeat=None, passthrough=False, cwd=tmp_path)
+        assert result.exit_code == 0
+        start = result.events[0]
+        assert start.data["command"][3:] == ["--pgpassword", "[REDACTED:secret_assignment]", "--db-api-key",
+                                             "[REDACTED:secret_assignment]", "--max-tokens", "4096", "--token", "42",
+                                             "--pwd", "/home/ann", "-x", "y"]
+        assert start.extra["redactions"] == [{"rule": "secret_assignment", "count": 2}]
+
+
+def test_a_bad_redaction_rules_file_stops_the_run_before_anything_runs(tmp_path: Path) -> None:
+    """Running the command without the rules the user asked for could write their secrets: a usage error."""
+    root, rules, marker = tmp_path / "root", tmp_path / "rules.json", tmp_path / "ran"
+    rules.write_text('{"rules": [{"name": "broken", "pattern": "tk-[0-9"}]}')
+    res = run_cli(root, "run", "--agent", "ann", "--", PY, "-c", f"open({str(marker)!r}, 'w')",
+                  env={"AGENTLOG_REDACT_RULES": str(rules)})
+    assert res.returncode == 2 and not marker.exists() and not (root / "logs").exists()
+    assert res.stderr == (f"error: $AGENTLOG_REDACT_RULES: {rules}: rule 'broken': bad pattern: "
+                          "unterminated character set at position 3\n")
+    rules.write_text('{"rules": [{"name": "ticket", "pattern": "TK-[0-9]{6}"}]}')
+    res = run_cli(root, "run", "--agent", "ann", "--", PY, "-c", "print('TK-123456')",
+                  env={"AGENTLOG_REDACT_RULES": str(rules)})
+    assert res.returncode == 0 and res.stdout == "TK-123456\n"
+    assert of_type(events(root, "ann"), "task_result")[0]["data"]["stdout_tail"] == "[REDACTED:ticket]\n"
 
 
 def test_a_secret_across_the_tail_cut_is_still_redacted(tmp_path: Path) -> None:

@@ -77,6 +77,18 @@ def test_events_before_the_first_interaction_are_counted_not_shown(tmp_path: Pat
     assert "starting" not in comm and "first" in comm
 
 
+def test_content_kept_top_level_is_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """append_event (the seed API) and 002's shell writer keep content at the top level, not in data."""
+    monkeypatch.setenv("AGENTLOG_ROOT", str(tmp_path))
+    agentlog.append_event({"conversation_id": "c", "type": "question", "content": "seed api", "actor": "a",
+                           "interaction": 1})
+    with (tmp_path / "logs" / "c.jsonl").open("ab") as fh:
+        fh.write(b'{"type": "answer", "actor": "b", "content": "from the shell", "data": {"n": 1}}\n')
+    comm = Path(snapshot(agentlog.open_log(tmp_path), "c").communication).read_text()
+    assert "> seed api\n" in comm and "> from the shell\n" in comm and '`{"n":1}`' in comm
+    assert "(no content)" not in comm
+
+
 def test_content_cannot_forge_the_markers_or_the_header(tmp_path: Path) -> None:
     log = agentlog.open_log(tmp_path)
     evil = f"{END}\n<!-- agentlog snapshot stream=x through_seq=999999 -->\r\n# fake\x00"
@@ -241,3 +253,123 @@ def test_watch_picks_up_appends_from_another_process_across_rotation_and_stops_o
     assert proc.returncode == 0, err
     assert b"Traceback" not in err and b"stopped" in err
     assert out.count(b"through seq") >= 3
+
+
+# --- found in review -----------------------------------------------------------------------------------------
+
+
+def test_labels_and_content_cannot_forge_headings(tmp_path: Path) -> None:
+    """An addressee (any string), or the actor, type and ts of another writer's line (not checked as
+    agentlog's own are) holding a newline must not start a heading; nor may a line break other than \\n."""
+    log = agentlog.open_log(tmp_path)
+    log.append("c", "question", actor="alice", interaction=1, to="bob\n### Interaction #99\n#### x")
+    log.append("c", "answer", actor="bob", interaction=1,
+               data={"content": "fine\u2028### Interaction #98\x0b## Interaction #97"})
+    with (tmp_path / "logs" / "c.jsonl").open("ab") as fh:
+        fh.write(b'{"type": "note\\n## Interaction #96", "actor": "sh\\r\\n### Interaction #95", '
+                 b'"interaction": 2, "ts": "now\\n## Interaction #94"}\n')
+    comm = Path(snapshot(log, "c", keep=5, out=tmp_path / "recent").communication).read_text()
+    arch = Path(snapshot(log, "c", keep=0, out=tmp_path / "old").archive).read_text()
+    assert sections(comm, "###") == [1, 2] and sections(arch, "##") == [1, 2]
+    for text in (comm, arch):
+        lines = text.splitlines()  # splits on \u2028, \x0b and the rest too
+        assert not [line for line in lines if re.match(r"#+ Interaction #9\d", line)], text
+    assert "#### alice → bob ### Interaction #99 #### x · question" in comm
+    assert "#### sh ### Interaction #95 · note ## Interaction #96" in comm
+    assert "- [sh ### Interaction #95 note ## Interaction #96 now ## Interaction #94]" in arch
+
+
+def test_out_may_not_point_into_the_logs(tmp_path: Path) -> None:
+    log = agentlog.open_log(tmp_path)
+    conversation(log, interactions=1)
+    for inside in (tmp_path / "logs", tmp_path / "logs" / "sub", tmp_path / "errors"):
+        with pytest.raises(ValueError, match="inside the log"):
+            snapshot(log, "conv", out=inside)
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["conv.jsonl"]
+    res = cli(tmp_path, "snapshot", "conv", "--out", str(tmp_path / "logs"))
+    assert res.returncode == 2 and "inside the log" in res.stderr
+    res = cli(tmp_path, "snapshot", "../conv")
+    assert res.returncode == 2 and "stream name" in res.stderr
+    res = cli(tmp_path, "snapshot", "../conv", "--watch")
+    assert res.returncode == 2 and "stream name" in res.stderr
+
+
+def test_a_reset_log_or_another_streams_snapshot_does_not_freeze_the_view(tmp_path: Path) -> None:
+    """A snapshot on disk through a later seq than the log now reaches (the log was started over), or of
+    another stream in a shared --out directory, is replaced, not kept as 'newer'."""
+    log = agentlog.open_log(tmp_path / "root")
+    conversation(log, interactions=5)
+    comm = Path(snapshot(log, "conv").communication)
+    assert comm.read_text().startswith("<!-- agentlog snapshot stream=conv through_seq=15 ")
+    shutil.rmtree(tmp_path / "root" / "logs")
+    log = agentlog.open_log(tmp_path / "root")
+    log.append("conv", "question", actor="alice", interaction=1, data={"content": "a fresh start"})
+    again = snapshot(log, "conv")
+    assert again.changed and "a fresh start" in comm.read_text() and "through_seq=1 " in comm.read_text()
+    out = tmp_path / "shared"
+    big = agentlog.open_log(tmp_path / "big")
+    conversation(big, "other", interactions=5)
+    snapshot(big, "other", out=out)
+    small = snapshot(log, "conv", out=out)
+    assert small.changed and "stream=conv through_seq=1 " in (out / COMMUNICATION).read_text()
+
+
+def test_a_full_disk_replaces_neither_file_of_the_pair(tmp_path: Path, fault_tmpfs: FaultTmpfs) -> None:
+    """Room for the new archive.md but not the new communication.md: the archive must not move on alone
+    (the pair would then disagree about which interactions are recent)."""
+    out = fault_tmpfs.mount("64k")
+    log = agentlog.open_log(tmp_path / "root")
+    for i in range(1, 5):
+        log.append("conv", "question", actor="alice", interaction=i, data={"content": f"small {i}"})
+    snapshot(log, "conv", keep=1, out=out)
+    good = {name: (out / name).read_bytes() for name in (COMMUNICATION, ARCHIVE)}
+    log.append("conv", "answer", actor="bob", interaction=5, data={"content": "big " * 5000})
+    fill(out / "filler")
+    size = (out / "filler").stat().st_size
+    os.truncate(out / "filler", size - 3 * 4096)  # three pages free: the archive fits, communication not
+    with pytest.raises(StorageError):
+        snapshot(log, "conv", keep=1, out=out)
+    for name, data in good.items():
+        assert (out / name).read_bytes() == data, name
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    (out / "filler").unlink()
+    result = snapshot(log, "conv", keep=1, out=out)
+    assert result.changed and result.recent == [5] and result.archived == [1, 2, 3, 4]
+
+
+def test_leftovers_of_a_killed_writer_are_swept(tmp_path: Path) -> None:
+    log = agentlog.open_log(tmp_path / "root")
+    conversation(log, interactions=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f".{COMMUNICATION}.12345.deadbeef.tmp").write_text("half a rendering")
+    (out / f".{ARCHIVE}.bak.12345.deadbeef.tmp").write_text("half a backup")
+    (out / ".notes.md.1.tmp").write_text("not ours")
+    assert snapshot(log, "conv", out=out).changed
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == [".notes.md.1.tmp"]
+
+
+def test_watch_from_a_relative_root_beside_a_busy_stream(
+        tmp_path: Path, fault_procs: list[subprocess.Popen[bytes]]) -> None:
+    """watchfiles reports absolute paths; a relative --root must still match them, and a neighbouring stream
+    that never stops changing must not hide this one's appends."""
+    root = tmp_path / "rel"
+    writer = agentlog.open_log(root, durability="write")
+    writer.append("live", "question", actor="alice", interaction=1, data={"content": "first"})
+    writer.append("busy", "tick")
+    comm = root / "snapshots" / "live" / COMMUNICATION
+    proc = subprocess.Popen([sys.executable, "-m", "agentlog", "--root", "rel", "snapshot", "live", "--watch"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    fault_procs.append(proc)
+    assert wait_for(lambda: comm.exists() and b"first" in comm.read_bytes()), "no first rendering"
+    writer.append("live", "answer", actor="bob", interaction=1, data={"content": "second"})
+    deadline = time.monotonic() + 10
+    seen = False
+    while time.monotonic() < deadline and not seen:
+        writer.append("busy", "tick")  # a change every 20 ms, in the same directory
+        time.sleep(0.02)
+        seen = b"second" in comm.read_bytes()
+    assert seen, "the append was not picked up while another stream kept changing"
+    os.killpg(proc.pid, signal.SIGINT)
+    _out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0 and b"Traceback" not in err

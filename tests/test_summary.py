@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 import agentlog
-from _workers import finish
 from agentlog import CorruptLog, StorageError
 from agentlog.event import Event
 from agentlog.scaffold import init_root
@@ -62,6 +61,14 @@ def test_dicts_from_the_seed_functions_are_summarised_like_events(tmp_path: Path
     assert "- #1 a: what now?" in summary["markdown"] and summary["counts"] == {"question": 1}
 
 
+def test_content_kept_top_level_by_the_seed_api_is_summarised_from_the_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTLOG_ROOT", str(tmp_path))
+    agentlog.append_event({"conversation_id": "c1", "type": "question", "content": "what now?", "actor": "a"})
+    summary, _path = summarize(agentlog.open_log(tmp_path), "c1", persist=False)
+    assert "- #1 a: what now?" in summary["markdown"]
+
+
 def test_persist_writes_the_latest_and_an_immutable_copy_named_by_its_hash(tmp_path: Path) -> None:
     log = agentlog.open_log(tmp_path)
     chat(log, "team/conv")
@@ -90,6 +97,38 @@ def test_a_summary_edited_after_it_was_made_or_a_damaged_copy_is_refused(tmp_pat
     copy.write_text("tampered")
     with pytest.raises(CorruptLog):
         persist_summary("c", summary, root=tmp_path)
+
+
+def test_a_stream_under_sha256_cannot_overwrite_an_immutable_copy(tmp_path: Path) -> None:
+    victim = rolling_summary("c", [Event(seq=1, id="x", ts=None, stream="c", type="t")])
+    persist_summary("c", victim, root=tmp_path)
+    copy = tmp_path / "summaries" / "sha256" / f"{victim['summary_ref']}.md"
+    before = copy.read_bytes()
+    other = rolling_summary("x", [Event(seq=1, id="y", ts=None, stream="x", type="other")])
+    with pytest.raises(ValueError, match="immutable"):
+        persist_summary(f"sha256/{victim['summary_ref']}", other, root=tmp_path)
+    assert copy.read_bytes() == before
+    assert persist_summary("sha256", other, root=tmp_path) == str(tmp_path / "summaries" / "sha256.md")
+
+
+def test_other_writers_lines_are_summarised_safely(tmp_path: Path) -> None:
+    """A shell writer's lines: no type, a newline in the actor, timestamps with offsets. The summary keeps
+    one line per label, counts the untyped line, and orders times as instants, not as strings."""
+    log = agentlog.open_log(tmp_path)
+    log.append("conv", "question", actor="alice", data={"content": "q"})
+    own_ts = next(iter(log.read("conv"))).ts
+    assert own_ts is not None
+    with (tmp_path / "logs" / "conv.jsonl").open("ab") as fh:
+        fh.write(b'{"actor": "sh\\n## forged (9)", "timestamp": "2000-01-01T05:00:00+05:00", "content": "x"}\n')
+        fh.write(b'{"type": "note", "timestamp": "2100-01-01T00:00:00-01:00"}\n')
+    summary = rolling_summary("conv", log.read("conv"))
+    md = summary["markdown"]
+    assert [line for line in md.splitlines() if line.startswith("## ")] == [
+        "## (no type) (1)", "## note (1)", "## question (1)"]
+    assert summary["counts"] == {"": 1, "note": 1, "question": 1}
+    assert summary["covers"]["first_ts"] == "2000-01-01T05:00:00+05:00"
+    assert summary["covers"]["last_ts"] == "2100-01-01T00:00:00-01:00"
+    assert "- #2 sh ## forged (9): x" in md, "content kept top-level (as 002's writer and append_event do)"
 
 
 def shout(conversation_id: str, events: Any) -> str:
@@ -156,8 +195,14 @@ def test_init_from_the_cli_and_from_many_processes_at_once(tmp_path: Path) -> No
     root = tmp_path / "r"
     procs = [subprocess.Popen([sys.executable, "-m", "agentlog", "init", str(root), "--json"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(6)]
+    created: list[str] = []
     for proc in procs:
-        finish(proc)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        created += json.loads(out)["created"]
+    # Each path is reported once, by the process that made it.
+    assert sorted(created) == sorted(str(p) for p in [root, root / "logs", root / "summaries", root / "archive",
+                                                      root / "tasks.graph.json"])
     assert json.loads((root / "tasks.graph.json").read_text()) == {"tasks": []}
     assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]
     res = cli(tmp_path, "init", str(root))

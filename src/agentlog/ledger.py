@@ -12,20 +12,28 @@ States: ``task_start`` -> ``busy`` (with the task id); ``task_result`` -> ``idle
 ``state_change`` -> the state it names; a heartbeat brings an ``offline`` agent back to ``idle``. Liveness is
 judged against each agent's own promise: a heartbeat declares when the next one is due (``next_due``), and
 the agent is stale once that time plus a grace period has passed.
+
+Order. Events are folded in the order they happened: by each event's *own time* (:func:`own_time`: its
+``spooled_at`` if it waited in the offline spool, else its ``ts``), ``seq`` breaking ties. For events appended
+directly that is ``seq`` order. An event replayed from the spool is appended late, after events that happened
+while it waited; when one arrives older than what the view already holds, the view is folded again from the
+whole ledger in own-time order (:func:`in_order`), so a replayed ``task_start`` or heartbeat never overwrites
+a newer state, task or heartbeat.
 """
 
 from __future__ import annotations
 
+import heapq
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import _json
 from ._viewfile import open_view_dir, read_file, replace_file, view_lock
 from .errors import InvalidEvent, InvalidStreamName
-from .event import Event, format_ts, parse_ts
+from .event import Event, comparable_ts, format_ts, parse_ts
 from .names import validate_stream_name
 from .schemas import LEDGER_TYPES, STATES
 
@@ -33,7 +41,7 @@ if TYPE_CHECKING:
     from .log import EventLog
     from .redact import Redactor
 
-__all__ = ["Ledger", "fold", "ledger_stream", "liveness", "open_ledger"]
+__all__ = ["Ledger", "fold", "in_order", "ledger_stream", "liveness", "open_ledger", "own_time"]
 
 PREFIX = "ledger"
 #: Grace after a missed heartbeat deadline: half the declared interval, within these bounds (seconds).
@@ -114,8 +122,12 @@ class Ledger:
         try:
             with view_lock(dir_fd, ".status.lock", timeout=30.0, display=path):
                 current = None if rebuild else _load_status(read_file(dir_fd, "status.json", path))
-                after = current["through_seq"] if current else 0
-                new = fold(current, self.log.read(stream, after=after), agent=agent)
+                if current is not None:  # the usual case: fold in what came after it
+                    new = _fold(current, self.log.read(stream, after=current["through_seq"]), agent, strict=True)
+                else:  # new, rebuilt or damaged: from the whole ledger
+                    new = _fold(None, self.log.read(stream), agent, strict=True)
+                if new is None:  # an event came late (replayed from the spool): the whole ledger, in order
+                    new = fold(None, in_order(lambda: self.log.read(stream)), agent=agent)
                 if new != current or rebuild:
                     replace_file(dir_fd, "status.json", _json.dumps(new) + b"\n", display=path, backup=False)
                 return new
@@ -145,14 +157,51 @@ class Ledger:
         self.close()
 
 
+def own_time(ev: Event) -> str | None:
+    """When a ledger event happened, as a canonical timestamp (compares as a string): ``spooled_at`` for an
+    event that waited in the offline spool (written then, appended on replay), else its ``ts``; ``None``
+    if it has neither (a foreign line)."""
+    at = ev.extra.get("spooled_at")
+    if isinstance(at, str):
+        own = comparable_ts(at)
+        if own is not None:
+            return own
+    return comparable_ts(ev.ts) if isinstance(ev.ts, str) else None
+
+
 def fold(status: Mapping[str, Any] | None, events: Iterable[Event], *, agent: str) -> dict[str, Any]:
-    """Apply ledger ``events`` (in seq order) to ``status`` (``None``: a new agent). Pure."""
+    """Apply ledger ``events``, in the order given, to ``status`` (``None``: a new agent). Pure. Events at or
+    below the status's ``through_seq`` are skipped. The times recorded (``since``, ``last_heartbeat``,
+    ``last_error.ts``, ``last_event``) are each event's :func:`own_time`. Give a whole ledger through
+    :func:`in_order` to fold it in the order its events happened."""
+    out = _fold(status, events, agent, strict=False)
+    assert out is not None
+    return out
+
+
+def _fold(status: Mapping[str, Any] | None, events: Iterable[Event], agent: str, *,
+          strict: bool) -> dict[str, Any] | None:
+    """:func:`fold`; with ``strict``, ``None`` as soon as an event is older than one already folded in (it
+    came late, from the spool): the caller then folds the whole ledger :func:`in_order`."""
     out: dict[str, Any] = dict(status) if status else {
         "agent": agent, "state": "idle", "task": None, "since": None, "last_heartbeat": None,
         "next_heartbeat_due": None, "last_error": None, "through_seq": 0, "last_event": None}
+    done = out["through_seq"]
+    newest = out.get("last_event")
+    newest = comparable_ts(newest) if isinstance(newest, str) else None
+    if strict and status and newest is None:
+        return None  # a view from before last_event was kept: it cannot tell what is late
     for ev in events:
-        if ev.seq <= out["through_seq"]:
+        if ev.seq <= done:
             continue
+        at = own_time(ev)
+        if at is None:
+            at = newest or ev.ts  # no time of its own: taken as in order
+        elif newest is not None and at < newest:
+            if strict:
+                return None
+        else:
+            newest = at
         state = out["state"]
         task = ev.extra.get("task") if isinstance(ev.extra.get("task"), str) else None
         if ev.type == "task_start":
@@ -162,24 +211,55 @@ def fold(status: Mapping[str, Any] | None, events: Iterable[Event], *, agent: st
         elif ev.type == "error":
             state = "error"
             message = ev.data.get("message")
-            out["last_error"] = {"ts": ev.ts, "message": message if isinstance(message, str) else "",
-                                 "task": task}
+            out["last_error"] = {"ts": at, "message": message if isinstance(message, str) else "", "task": task}
         elif ev.type == "state_change" and ev.data.get("state") in STATES:
             state = ev.data["state"]
             if state != "busy":
                 out["task"] = None
         elif ev.type == "heartbeat":
-            out["last_heartbeat"] = ev.ts
+            out["last_heartbeat"] = at
             due = ev.data.get("next_due")
             out["next_heartbeat_due"] = due if isinstance(due, str) else None
             if state == "offline":
                 state = "idle"
         if state != out["state"] or out["since"] is None:
-            out["since"] = ev.ts
+            out["since"] = at
         out["state"] = state
-        out["through_seq"] = ev.seq
-        out["last_event"] = ev.ts
+        out["through_seq"] = max(out["through_seq"], ev.seq)
+        out["last_event"] = newest
     return out
+
+
+def in_order(read: Callable[[], Iterable[Event]]) -> Iterator[Event]:
+    """The events of a ledger in the order they happened: by :func:`own_time`, ``seq`` breaking ties.
+    ``read()`` gives the ledger in ``seq`` order and is called twice; only the events that came late (older
+    than one before them) are held in memory. Events appended between the two reads are left out, for the
+    next fold to take."""
+    late: list[tuple[str, int, Event]] = []
+    top = ""
+    last_seq = 0
+    for ev in read():
+        at = own_time(ev) or top
+        if at < top:
+            late.append((at, ev.seq, ev))
+        else:
+            top = at
+        last_seq = max(last_seq, ev.seq)
+    late.sort(key=lambda item: (item[0], item[1]))
+    skip = {seq for _, seq, _ in late}
+    top = ""
+
+    def on_time() -> Iterator[tuple[str, int, Event]]:
+        nonlocal top
+        for ev in read():
+            if ev.seq > last_seq:
+                return
+            if ev.seq not in skip:
+                top = own_time(ev) or top
+                yield top, ev.seq, ev
+
+    for _, _, ev in heapq.merge(on_time(), late, key=lambda item: (item[0], item[1])):
+        yield ev
 
 
 def liveness(status: Mapping[str, Any], *, now: datetime | None = None,

@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .backends import Backend, StreamInfo
+from .backends import Backend, OnMalformed, StreamInfo
 from .errors import LockTimeout, StorageError
 from .event import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -30,6 +30,9 @@ from .event import (
 from .names import validate_stream_name
 from .report import Report
 from .spool import LOCK_ATTEMPTS, LOCK_BACKOFF, ReplayReport, Spool, SpoolStatus, resolve_spool_dir
+
+if TYPE_CHECKING:
+    from .redact import Redactor
 
 __all__ = ["EventLog", "default_root", "open_log"]
 
@@ -90,18 +93,33 @@ class EventLog:
     # --- writing --------------------------------------------------------------------------------------
 
     def append(self, stream: str, type: str, *, data: dict[str, Any] | None = None, actor: str | None = None,
-               **fields: Any) -> Event:
+               redact: bool | Redactor = False, **fields: Any) -> Event:
         """Append one event and return it with its ``seq``, ``id`` and ``ts``; durable when this returns
-        (at the default durability)."""
+        (at the default durability).
+
+        ``redact``: ``True`` (the rules of :func:`agentlog.redact.default_redactor`) or a
+        :class:`~agentlog.redact.Redactor` replaces secrets in ``data`` and in the other top-level fields
+        (not in ``type``, ``actor``, ``level``, ``visibility``) before the event is checked and written, and
+        records what was removed as ``redactions: [{"rule", "count"}]``; see :func:`agentlog.redact.redact_event`."""
         validate_stream_name(stream)
+        if redact:
+            from .redact import redact_event  # only when asked: the plain append path stays light
+
+            fields = redact_event(redact, {**fields, "data": data})
+            data = fields.pop("data")
         draft = make_draft(stream, type, data=data, actor=actor, fields=fields,
                            max_event_bytes=self.max_event_bytes)
         return self._write(stream, [draft])[0]
 
-    def append_many(self, stream: str, events: Iterable[Mapping[str, Any]]) -> list[Event]:
+    def append_many(self, stream: str, events: Iterable[Mapping[str, Any]], *,
+                    redact: bool | Redactor = False) -> list[Event]:
         """Append a batch with one lock, one write and one fsync; every item is checked first, and one bad
-        item refuses the whole batch."""
+        item refuses the whole batch. ``redact`` applies to each item as in :meth:`append`."""
         validate_stream_name(stream)
+        if redact:
+            from .redact import redact_batch
+
+            events = redact_batch(redact, events)
         drafts = drafts_from_dicts(stream, events, max_event_bytes=self.max_event_bytes)
         return self._write(stream, drafts)
 
@@ -204,10 +222,17 @@ class EventLog:
 
     # --- reading --------------------------------------------------------------------------------------
 
-    def read(self, stream: str, *, after: int = 0) -> Iterator[Event]:
-        """Events with ``seq > after``, in order, across sealed segments."""
+    def read(self, stream: str, *, after: int = 0, on_malformed: OnMalformed | None = None) -> Iterator[Event]:
+        """Events with ``seq > after``, in order, across sealed segments.
+
+        A line that is not a JSON object is skipped, with a logged warning naming ``path:line``; given
+        ``on_malformed``, each such line is handed to it instead, as a
+        :class:`~agentlog.backends.MalformedLine` numbered as ``verify`` numbers it (views use this to
+        isolate them to ``<root>/errors/<stream>.jsonl``)."""
         validate_stream_name(stream)
-        return self.backend.read(stream, after)
+        if on_malformed is None:
+            return self.backend.read(stream, after)
+        return self.backend.read(stream, after, on_malformed=on_malformed)
 
     def tail(self, stream: str, limit: int = 20) -> list[Event]:
         """The newest ``limit`` events, oldest first."""

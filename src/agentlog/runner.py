@@ -99,7 +99,9 @@ _HASH_MAX_BYTES = 1 << 20  # larger files are compared by size and mtime
 _HASH_BUDGET = 64 << 20  # bytes hashed before a run, at most
 _SI_KERNEL = 0x80  # Linux: the kernel (the tty's line discipline) sent the signal
 _FORWARDED = (signal.SIGINT, signal.SIGTERM)
-_SECRET_FLAG = re.compile(rf"(?i)-{{1,2}}(?:[a-z0-9]+[-_])*(?:{_SECRET_KEYS})")
+# A flag whose name ends like a secret's (--password, --api-key, --db-token, --pgpassword); bounded and lazy,
+# so a long argument costs linear time.
+_SECRET_FLAG = re.compile(rf"(?i)-{{1,2}}[a-z0-9_-]{{0,64}}?(?:{_SECRET_KEYS})")
 
 
 @dataclass
@@ -145,7 +147,8 @@ def run_command(ledger_or_root: Ledger | str | os.PathLike[str] | None, agent: s
     ``warn`` receives each warning (default: a line ``agentlog: warning: ...`` on stderr).
 
     The command sees ``AGENTLOG_AGENT`` and ``AGENTLOG_TASK`` in its environment. Raises ``ValueError`` for a
-    bad agent, task, heartbeat, ``cwd`` or an empty ``argv``, before anything is written or run.
+    bad agent, task, heartbeat, ``cwd``, an empty ``argv`` or an unusable ``$AGENTLOG_REDACT_RULES`` (running
+    without the rules asked for could record secrets), before anything is written or run.
     """
     argv = [os.fspath(arg) for arg in argv]
     if not argv:
@@ -356,7 +359,7 @@ class _RunRedactor(Redactor):
     ``*_tail`` redacted first, then cut to :data:`TAIL_BYTES`."""
 
     def __init__(self, base: Redactor) -> None:
-        super().__init__(base.rules)
+        super().__init__(base.rules, fields=base.fields, extra_fields=base.extra_fields)
 
     def redact(self, value: Any) -> tuple[Any, list[dict[str, Any]]]:
         counts: Counter[str] = Counter()
@@ -369,7 +372,7 @@ class _RunRedactor(Redactor):
             for key in ("stdout_tail", "stderr_tail"):
                 if isinstance(out.get(key), str):
                     out[key] = _cut(out[key], TAIL_BYTES)
-        return out, [{"rule": rule.name, "count": counts[rule.name]} for rule in self.rules if counts[rule.name]]
+        return out, self.report(counts)
 
     def _flag_values(self, command: list[Any], counts: Counter[str]) -> list[Any]:
         out = list(command)

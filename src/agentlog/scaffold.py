@@ -24,29 +24,71 @@ _EMPTY_GRAPH = b'{"tasks": []}\n'
 def init_root(root: str | os.PathLike[str] | None = None, *, dir_mode: int = 0o700,
               file_mode: int = 0o600) -> list[str]:
     """Create the layout under ``root`` (default: ``$AGENTLOG_ROOT``, else ``./.agentlog``); return the paths
-    it created (empty when everything was already there)."""
+    it created (empty when everything was already there). Of several processes running it at once, each
+    path is reported by the one that created it."""
     from .log import default_root
 
     base = default_root() if root is None else os.fspath(root)
-    created = [] if os.path.isdir(base) else [base]
+    created = [base] if _make_root(base, dir_mode) else []
     root_fd = fs.open_root(base, create=True, dir_mode=dir_mode)
     assert root_fd is not None
     try:
+        if created:
+            os.fchmod(root_fd, dir_mode)  # exact mode, whatever the umask
         for name in LAYOUT:
-            path = os.path.join(base, name)
-            existed = fs.open_dir(root_fd, [name], create=False, dir_mode=dir_mode, display=path)
-            if existed is not None:
-                os.close(existed)
-                continue
-            made = fs.open_dir(root_fd, [name], create=True, dir_mode=dir_mode, display=path)
-            assert made is not None
-            os.close(made)
-            created.append(path)
+            if _mkdir_once(root_fd, name, os.path.join(base, name), dir_mode):
+                created.append(os.path.join(base, name))
         if _create_once(root_fd, TASKS_GRAPH, _EMPTY_GRAPH, file_mode):
             created.append(os.path.join(base, TASKS_GRAPH))
     finally:
         os.close(root_fd)
     return created
+
+
+def _make_root(base: str, dir_mode: int) -> bool:
+    """Create the root directory itself if missing (its parents too); true if this call made it. The root's
+    own path is the caller's choice, so symlinks above and at it are followed."""
+    for _attempt in range(2):
+        try:
+            os.mkdir(base, dir_mode)
+            return True
+        except FileExistsError:
+            return False
+        except FileNotFoundError:
+            parent = os.path.dirname(os.path.abspath(base))
+            try:
+                os.makedirs(parent, mode=dir_mode, exist_ok=True)
+            except OSError:
+                return False  # open_root reports it
+        except OSError:
+            return False  # open_root reports it
+    return False
+
+
+def _mkdir_once(root_fd: int, name: str, path: str, dir_mode: int) -> bool:
+    """Create the directory ``name`` unless something is there; true only for the process that made it (of
+    several running at once). What is there must be a directory, not a symlink or a file."""
+    try:
+        os.mkdir(name, dir_mode, dir_fd=root_fd)
+        made = True
+    except FileExistsError:
+        made = False
+    except OSError as exc:
+        raise fs.storage_error(exc, "cannot create directory", path) from None
+    fd = fs.open_dir(root_fd, [name], create=False, dir_mode=dir_mode, display=path)
+    if fd is None:
+        raise StorageError("the directory vanished while it was being created", path=path)
+    try:
+        if made:
+            os.fchmod(fd, dir_mode)  # exact mode, whatever the umask
+            fs.fsync_dir(root_fd, path)
+    except OSError as exc:
+        if isinstance(exc, StorageError):
+            raise
+        raise fs.storage_error(exc, "cannot set the mode of", path) from None
+    finally:
+        os.close(fd)
+    return made
 
 
 def _create_once(dir_fd: int, name: str, data: bytes, file_mode: int) -> bool:

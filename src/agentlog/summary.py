@@ -8,6 +8,9 @@ overwritten, so a ``summary_ref`` handed to someone keeps pointing at exactly wh
 
 The summariser is pluggable: any callable ``(conversation_id, events) -> markdown`` (an LLM call, say). The
 default is deterministic: the same events give the same markdown, hence the same ``summary_ref``.
+
+``summarize(log, stream)`` reads the stream as a view: malformed lines are skipped and isolated to
+``<root>/errors/<stream>.jsonl`` (see :class:`agentlog._viewfile.MalformedLines`).
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _json
-from ._viewfile import open_view_dir, read_file, replace_file
+from ._viewfile import MalformedLines, open_view_dir, read_file, replace_file
 from .errors import CorruptLog
-from .event import Event
+from .event import Event, comparable_ts
 from .names import validate_stream_name
 
 if TYPE_CHECKING:
@@ -52,13 +55,13 @@ def rolling_summary(conversation_id: str, events: Iterable[Event | Mapping[str, 
         raise TypeError(f"the summariser returned {type(markdown).__name__}, not markdown text (str)")
     counts = Counter(ev.type for ev in evs)
     seqs = [ev.seq for ev in evs]
-    stamps = sorted(ev.ts for ev in evs if ev.ts)
+    first_ts, last_ts = _time_span(evs)
     return {
         "conversation_id": conversation_id,
         "markdown": markdown,
         "summary_ref": _sha256(markdown),
         "covers": {"first_seq": min(seqs, default=None), "last_seq": max(seqs, default=None),
-                   "first_ts": stamps[0] if stamps else None, "last_ts": stamps[-1] if stamps else None},
+                   "first_ts": first_ts, "last_ts": last_ts},
         "counts": dict(sorted(counts.items())),
         "events": len(evs),
         "summariser": _name_of(fn),
@@ -72,15 +75,15 @@ def deterministic(conversation_id: str, events: Sequence[Event]) -> str:
     if not events:
         return "\n".join([*lines, "No events.", ""])
     seqs = [ev.seq for ev in events]
-    stamps = sorted(ev.ts for ev in events if ev.ts)
-    span = f", {stamps[0]} to {stamps[-1]}" if stamps else ""
+    first_ts, last_ts = _time_span(events)
+    span = f", {_label(first_ts)} to {_label(last_ts)}" if first_ts and last_ts else ""
     lines.append(f"{len(events)} events, seq {min(seqs)} to {max(seqs)}{span}.")
-    actors = Counter(ev.actor for ev in events if ev.actor)
+    actors = Counter(_label(ev.actor) for ev in events if ev.actor)
     if actors:
         lines.append("Actors: " + ", ".join(f"{name} ({n})" for name, n in sorted(actors.items())) + ".")
     by_type: dict[str, list[Event]] = {}
     for ev in sorted(events, key=lambda e: e.seq):
-        by_type.setdefault(ev.type or "(no type)", []).append(ev)
+        by_type.setdefault(_label(ev.type) or "(no type)", []).append(ev)
     for kind in sorted(by_type):
         group = by_type[kind]
         lines += ["", f"## {kind} ({len(group)})"]
@@ -88,7 +91,7 @@ def deterministic(conversation_id: str, events: Sequence[Event]) -> str:
         if len(group) > len(shown):
             lines.append(f"- ... {len(group) - len(shown)} earlier")
         for ev in shown:
-            who = f" {ev.actor}" if ev.actor else ""
+            who = f" {_label(ev.actor)}" if ev.actor else ""
             lines.append(f"- #{ev.seq}{who}: {_one_line(ev)}")
     return "\n".join([*lines, ""])
 
@@ -99,9 +102,13 @@ def persist_summary(conversation_id: str, summary: Mapping[str, Any], *,
     immutable ``<root>/summaries/sha256/<summary_ref>.md``; return the first path.
 
     ``root`` is a directory or an ``EventLog`` (default: ``$AGENTLOG_ROOT``, else ``./.agentlog``). The
-    markdown must hash to ``summary_ref``: a summary edited after it was made is refused.
+    markdown must hash to ``summary_ref``: a summary edited after it was made is refused. A stream under
+    ``sha256/`` is refused too: its summary would land among the immutable copies.
     """
     validate_stream_name(conversation_id)
+    if conversation_id.startswith("sha256/"):
+        raise ValueError(f"cannot persist a summary of {conversation_id!r}: summaries/sha256/ holds the "
+                         "immutable copies")
     markdown, ref = summary.get("markdown"), summary.get("summary_ref")
     if not isinstance(markdown, str) or not isinstance(ref, str):
         raise ValueError("a summary needs 'markdown' and 'summary_ref' (as rolling_summary returns)")
@@ -127,8 +134,17 @@ def persist_summary(conversation_id: str, summary: Mapping[str, Any], *,
 
 def summarize(log: EventLog, stream: str, *, summariser: Summariser | None = None,
               persist: bool = True) -> tuple[dict[str, Any], str | None]:
-    """Summarise a whole stream of ``log`` and (by default) persist it: ``(summary, path or None)``."""
-    summary = rolling_summary(stream, log.read(stream), summariser=summariser)
+    """Summarise a whole stream of ``log`` and (by default) persist it: ``(summary, path or None)``.
+
+    Malformed lines are skipped and isolated to ``<root>/errors/<stream>.jsonl``; when there were any, the
+    summary says so: ``summary["malformed"] == {"lines": n, "errors": path}`` (outside the markdown, so
+    ``summary_ref`` depends on the events alone)."""
+    malformed = MalformedLines(log.root, stream, "summary")
+    summary = rolling_summary(stream, log.read(stream, on_malformed=malformed), summariser=summariser)
+    covered = summary["covers"]["last_seq"]
+    isolated = malformed.isolate(through_seq=covered if isinstance(covered, int) else None)
+    if isolated is not None:
+        summary["malformed"] = {"lines": isolated.met, "errors": isolated.path}
     return summary, (persist_summary(stream, summary, root=log) if persist else None)
 
 
@@ -157,8 +173,24 @@ def _as_events(conversation_id: str, events: Iterable[Event | Mapping[str, Any]]
     return out
 
 
+def _time_span(events: Sequence[Event]) -> tuple[str | None, str | None]:
+    """The earliest and the latest ``ts`` as stored, compared as instants (another writer's offsets and
+    precisions sort correctly); timestamps that are not RFC 3339 are left out."""
+    stamped = [(key, ev.ts) for ev in events if ev.ts and (key := comparable_ts(ev.ts)) is not None]
+    if not stamped:
+        return None, None
+    return min(stamped)[1], max(stamped)[1]
+
+
+def _label(value: str) -> str:
+    """A label (actor, type, ts) on one line: another writer's lines are not checked as agentlog's are."""
+    return " ".join(value.split())
+
+
 def _one_line(ev: Event) -> str:
     content = ev.data.get("content")
+    if not isinstance(content, str) and isinstance(ev.extra.get("content"), str):
+        content = ev.extra["content"]  # kept top-level by append_event and by 002's shell writer
     text = content if isinstance(content, str) else (_json.dumps(ev.data).decode() if ev.data else "")
     text = " ".join(text.split()) or "(no content)"
     return text if len(text) <= BULLET_CHARS else text[:BULLET_CHARS - 1] + "…"

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _json
-from ._viewfile import open_view_dir, read_file, replace_file, view_lock
+from ._viewfile import MalformedLines, open_view_dir, read_file, replace_file, view_lock
 from .errors import Conflict, CycleError, InvalidEvent
 from .event import Event, uuid7
 
@@ -179,7 +179,7 @@ class TaskGraph:
 
     def rebuild(self) -> dict[str, Any]:
         """Recreate ``tasks.graph.json`` from the stream alone."""
-        state = _State().apply(self.log.read(STREAM))
+        state = self._fold(_State(), after=0)
         self._write_view(state, force=True)
         return _as_graph(state)
 
@@ -203,7 +203,7 @@ class TaskGraph:
             try:
                 appended = self.log.append_if(STREAM, events, last_seq=state.through_seq)
             except Conflict:
-                state.apply(self.log.read(STREAM, after=state.through_seq))  # someone else moved first
+                self._fold(state, after=state.through_seq)  # someone else moved first
                 continue
             state.apply(appended)
             self._write_view(state)
@@ -214,9 +214,17 @@ class TaskGraph:
         """The view on disk as a starting point, caught up with the stream (rewritten if it was stale)."""
         state = self._read_view() or _State()
         before = state.through_seq
-        state.apply(self.log.read(STREAM, after=before))
+        self._fold(state, after=before)
         if state.through_seq != before or not self._view_exists():
             self._write_view(state)
+        return state
+
+    def _fold(self, state: _State, *, after: int) -> _State:
+        """Apply the stream's events after ``after``; a malformed line is skipped and isolated to
+        ``errors/tasks.jsonl`` (a read from the start also drops records of lines repaired since)."""
+        malformed = MalformedLines(self.log.root, STREAM, "tasks")
+        state.apply(self.log.read(STREAM, after=after, on_malformed=malformed))
+        malformed.isolate(through_seq=state.through_seq if after == 0 else None)
         return state
 
     def _paths(self) -> tuple[str, str]:

@@ -12,17 +12,23 @@ otherwise, so it is an optimisation only: its results must equal that filter exa
 Likewise ``append_records`` (:class:`RecordAppender`): ``append`` given each event's id and serialised body
 (after its opening brace: :func:`agentlog.event.event_tail`) and returning where the batch landed, for
 ``EventWriter``, which queues bytes and builds an :class:`~agentlog.Event` only when its caller asks for one.
+
+A line that is not a JSON object is never an event: ``read`` skips it and goes on. By default the file backend
+logs a warning naming ``path:line``; given ``on_malformed``, it hands the line (:class:`MalformedLine`) to that
+callable instead, which is how views isolate such lines to ``<root>/errors/`` (see
+:mod:`agentlog._viewfile`). A backend that cannot hold malformed lines (memory, PostgreSQL) accepts the
+argument and never calls it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import NamedTuple, Protocol
 
 from ..event import Draft, Event
 from ..report import Report
 
-__all__ = ["Backend", "RecordAppender", "Scanner", "StreamInfo"]
+__all__ = ["Backend", "MalformedLine", "OnMalformed", "RecordAppender", "Scanner", "StreamInfo"]
 
 
 class StreamInfo(NamedTuple):
@@ -33,6 +39,25 @@ class StreamInfo(NamedTuple):
     bytes: int
     segments: int
     last_ts: str | None
+
+
+class MalformedLine(NamedTuple):
+    """A line a read skipped because it is not a JSON object: what ``on_malformed`` receives.
+
+    ``path`` and ``line`` are exactly what ``verify`` reports for the same line (the segment file, and the
+    1-based line number within it), so the two can be matched.
+    """
+
+    path: str  #: the segment file holding the line
+    line: int  #: 1-based line number within that file
+    offset: int  #: byte offset of the line's start within that file
+    after_seq: int  #: the seq of the last event before the line in the stream (0 when there is none)
+    raw: bytes  #: the line as stored, without its newline
+    reason: str  #: why it is not an event ("not valid JSON (...)", "empty line", ...)
+
+
+#: The callable a read hands each skipped line to.
+OnMalformed = Callable[[MalformedLine], None]
 
 
 class Backend(Protocol):
@@ -51,8 +76,12 @@ class Backend(Protocol):
         """
         ...
 
-    def read(self, stream: str, after: int = 0) -> Iterator[Event]:
-        """Events with ``seq > after`` in order; an unknown stream yields nothing."""
+    def read(self, stream: str, after: int = 0, *, on_malformed: OnMalformed | None = None) -> Iterator[Event]:
+        """Events with ``seq > after`` in order; an unknown stream yields nothing.
+
+        Malformed lines are skipped. ``on_malformed``, when given, is called with each one met (as it is
+        met, during iteration) instead of any warning the backend would log; a segment the read skips
+        because all of its events are at or before ``after`` is not looked at."""
         ...
 
     def tail(self, stream: str, limit: int) -> list[Event]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _json
 from ..event import Event, comparable_ts, event_from_record
+from . import MalformedLine, OnMalformed
 from ._fs import find_last_newline, open_read
 from ._query import AtOrAfter, Record, Start, find_start
 from ._scan import PARSE_CHUNK, chunks_forward, count_newlines, lines_backward, matching_lines, parse_line
@@ -89,11 +90,16 @@ class Cursor:
     position instead of the first segment (see :mod:`._query`), and ``needles`` parses only the lines that
     contain one of them. ``keep`` then decides, on the parsed record, which events are yielded; when it is
     an :class:`~._query.AtOrAfter` (``since`` alone), it may judge a whole chunk's events by their ``ts``.
+
+    Malformed lines are skipped; each is logged as a warning naming ``path:line``, or handed to
+    ``on_malformed`` (a :class:`~agentlog.backends.MalformedLine`, numbered as ``verify`` numbers it).
     """
 
     def __init__(self, backend: FileBackend, stream: str, after: int, *, since: str | None = None,
-                 needles: list[bytes] | None = None, keep: Callable[[Record], bool] | None = None) -> None:
+                 needles: list[bytes] | None = None, keep: Callable[[Record], bool] | None = None,
+                 on_malformed: OnMalformed | None = None) -> None:
         self.backend = backend
+        self.on_malformed = on_malformed
         self.stream = stream
         self.after = after
         self.since = since
@@ -230,7 +236,7 @@ class Cursor:
                 except _json.DecodeError:  # never valid JSON), so only the warning needs its reason
                     rec = None
             if rec.__class__ is not dict:
-                self._warn_malformed(pos + sum(map(len, lines[:index])) + index, raw)
+                self._malformed(pos + sum(map(len, lines[:index])) + index, raw, prev)
                 continue
             seq = rec.get("seq")
             if type(seq) is not int:
@@ -256,7 +262,7 @@ class Cursor:
             self.offset = end
             rec, _why = parse_line(raw)
             if rec is None:
-                self._warn_malformed(start, raw)
+                self._malformed(start, raw, None)
                 continue
             seq = rec.get("seq")
             if type(seq) is not int:
@@ -278,12 +284,20 @@ class Cursor:
         if self.needles is not None and self.seq_off < self.offset:
             self.prev_seq, self.seq_off = self._seq_before(self.offset), self.offset
 
-    def _warn_malformed(self, start: int, raw: bytes) -> None:
+    def _malformed(self, start: int, raw: bytes, after_seq: int | None) -> None:
+        """Report the malformed line at ``start``; ``after_seq`` is the seq of the event line before it
+        (``None``: not known yet, as when only matching lines are parsed)."""
         assert self.fd is not None
         _rec, why = parse_line(raw)
+        # Numbered as verify numbers it: lines (newlines) from the start of the segment file.
         self.ln_count += count_newlines(self.fd, self.ln_off, start)
         self.ln_off = start
-        warn(f"{self.display()}:{self.ln_count + 1}: skipping malformed line: {why}")
+        if self.on_malformed is None:
+            warn(f"{self.display()}:{self.ln_count + 1}: skipping malformed line: {why}")
+            return
+        if after_seq is None:
+            after_seq = self._seq_before(start)
+        self.on_malformed(MalformedLine(self.display(), self.ln_count + 1, start, after_seq, raw, why))
 
     def _rewind(self, size: int) -> None:
         """The file shrank under us: a writer rolled back a write we may have read part of (a short write;

@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from ..errors import Conflict, LockTimeout, StorageError
 from ..event import Draft, Event, IdBlock, format_ts
 from ..report import Report
-from . import StreamInfo
+from . import OnMalformed, StreamInfo
 from . import _fs as fs
 from ._query import record_filter, type_needles
 from ._reader import Cursor, scan_last, tail
@@ -394,8 +394,8 @@ class FileBackend:
 
     # --- reading --------------------------------------------------------------------------------------
 
-    def read(self, stream: str, after: int = 0) -> Iterator[Event]:
-        return Cursor(self, stream, after).events(follow=False)
+    def read(self, stream: str, after: int = 0, *, on_malformed: OnMalformed | None = None) -> Iterator[Event]:
+        return Cursor(self, stream, after, on_malformed=on_malformed).events(follow=False)
 
     def follow(self, stream: str, after: int = 0, timeout: float | None = None,
                poll: float = 0.1) -> Iterator[Event]:

@@ -14,7 +14,7 @@ from .. import _json
 from ..errors import Conflict
 from ..event import Draft, Event, comparable_ts, format_ts
 from ..report import Report
-from . import StreamInfo
+from . import OnMalformed, StreamInfo
 
 
 class MemoryBackend:
@@ -50,7 +50,8 @@ class MemoryBackend:
             self._changed.notify_all()
             return first, ts
 
-    def read(self, stream: str, after: int = 0) -> Iterator[Event]:
+    def read(self, stream: str, after: int = 0, *, on_malformed: OnMalformed | None = None) -> Iterator[Event]:
+        # Events are stored parsed: there is never a malformed line to hand to on_malformed.
         with self._changed:
             snapshot = [ev for ev, _ in self._streams.get(stream, [])[max(after, 0):]]
         return iter([_copy(ev) for ev in snapshot])

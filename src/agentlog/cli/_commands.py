@@ -36,11 +36,22 @@ def append(args: argparse.Namespace) -> int:
         if "content" in data:
             raise UsageError("CONTENT and --data both give data.content; use one of them")
         data["content"] = args.content
+    redact = _redactor(args.redact)
     with open_log(args.root) as log:
         ev = log.append(args.stream, args.type, data=data, actor=args.actor, interaction=args.interaction,
-                        visibility=args.visibility)
+                        visibility=args.visibility, redact=redact)
     _print_appended([ev], args.json)
     return 0
+
+
+def _redactor(wanted: bool) -> Any:
+    """``--redact``: the rules, loaded before anything is opened (a bad $AGENTLOG_REDACT_RULES is a usage
+    error, exit 2), and imported only then, so a plain append stays light."""
+    if not wanted:
+        return False
+    from ..redact import default_redactor
+
+    return default_redactor()
 
 
 def _print_appended(events: list[Event], as_json: bool) -> None:
@@ -69,6 +80,7 @@ def _append_batch(args: argparse.Namespace) -> int:
         raise UsageError("CONTENT cannot be given with '-' (each stdin line is a whole event)")
     if args.data is not None:
         raise UsageError("--data cannot be given with '-' (each stdin line is a whole event)")
+    redact = _redactor(args.redact)
     defaults = {"actor": args.actor, "visibility": args.visibility, "interaction": args.interaction}
     items: list[dict[str, Any]] = []
     line_of: list[int] = []  # stdin line number of each item, for error messages
@@ -93,7 +105,7 @@ def _append_batch(args: argparse.Namespace) -> int:
         line_of.append(line_no)
     with open_log(args.root) as log:
         try:
-            events = log.append_many(args.stream, items)
+            events = log.append_many(args.stream, items, redact=redact)
         except InvalidEvent as exc:
             raise InvalidEvent(_name_the_line(str(exc), line_of) + "; nothing was appended") from None
     _print_appended(events, args.json)

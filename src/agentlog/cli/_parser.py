@@ -136,7 +136,11 @@ def build_parser() -> Parser:
         "With TYPE '-', read JSON objects from stdin, one per line (each with a\n"
         "\"type\"), and append them as ONE batch: one lock, one write, one fsync.\n"
         "One bad line refuses the whole batch; blank lines are skipped. --actor,\n"
-        "--visibility and --interaction then fill in for lines that lack them.")
+        "--visibility and --interaction then fill in for lines that lack them.\n\n"
+        "With --redact, secrets in the data (and in other fields, not in TYPE,\n"
+        "--actor or --visibility) become [REDACTED:<rule>] before anything is\n"
+        "written, and the event records redactions: [{rule, count}]. Extra rules:\n"
+        "a JSON file named by $AGENTLOG_REDACT_RULES.")
     p.add_argument("stream", metavar="STREAM", help="the stream to append to, e.g. conv-7 or ledger/alice")
     p.add_argument("type", metavar="TYPE",
                    help="the event's type, e.g. question; '-' reads a batch of events from stdin")
@@ -147,6 +151,8 @@ def build_parser() -> Parser:
                    help="the interaction (turn) number this event belongs to, a non-negative integer")
     p.add_argument("--visibility", metavar="V", help="who may see it, e.g. public or private")
     p.add_argument("--data", metavar="JSON", help="the event's data as a JSON object, e.g. '{\"k\": 1}'")
+    p.add_argument("--redact", action="store_true",
+                   help="replace secrets with [REDACTED:<rule>] before writing (every event of a batch)")
 
     # --- tail -----------------------------------------------------------------------------------------
     p = command("tail", "_commands:tail", "show the newest events of a stream, optionally following it",

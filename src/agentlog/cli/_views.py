@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from ..log import default_root, open_log
+from ..names import validate_stream_name
 from ..scaffold import init_root
 from ..snapshot import Snapshot, watch
 from ..snapshot import snapshot as render_snapshot
@@ -19,6 +20,7 @@ __all__ = ["init", "snapshot", "summary"]
 
 
 def snapshot(args: argparse.Namespace) -> int:
+    validate_stream_name(args.stream)  # an invalid name is a usage error (exit 2), in watch mode too
     with open_log(args.root) as log:
         if not args.watch:
             if args.stream not in log.streams():
@@ -26,8 +28,18 @@ def snapshot(args: argparse.Namespace) -> int:
             _report(render_snapshot(log, args.stream, keep=args.keep, out=args.out), args.json, always=True)
             return 0
         print(f"watching {clean(args.stream)}; Ctrl-C to stop", file=sys.stderr)
+        import logging
+
+        logging.getLogger("watchfiles").setLevel(logging.ERROR)  # its "KeyboardInterrupt caught": we say "stopped"
+        renders = 0
+
+        def on_render(result: Snapshot) -> None:
+            nonlocal renders
+            renders += 1
+            _report(result, args.json, warn_always=renders == 1)
+
         try:
-            watch(log, args.stream, keep=args.keep, out=args.out, on_render=lambda s: _report(s, args.json),
+            watch(log, args.stream, keep=args.keep, out=args.out, on_render=on_render,
                   on_error=lambda exc: print(f"error: {clean(str(exc))}", file=sys.stderr))
         except KeyboardInterrupt:
             pass  # Ctrl-C is how a watch ends
@@ -35,8 +47,12 @@ def snapshot(args: argparse.Namespace) -> int:
         return 0
 
 
-def _report(result: Snapshot, as_json: bool, *, always: bool = False) -> None:
-    """One line per rendering; a watch reports only renderings that changed something."""
+def _report(result: Snapshot, as_json: bool, *, always: bool = False, warn_always: bool = False) -> None:
+    """One line per rendering; a watch reports only renderings that changed something. Malformed lines
+    skipped get one warning on stderr naming the error file (in a watch: at the first rendering, then only
+    when new ones are met)."""
+    if result.errors is not None and (always or warn_always or result.errors_added):
+        _warn_malformed(result.malformed, result.errors)
     if as_json:
         write_line(dumps(result.to_dict()))
     elif result.changed or always:
@@ -47,6 +63,12 @@ def _report(result: Snapshot, as_json: bool, *, always: bool = False) -> None:
     sys.stdout.flush()
 
 
+def _warn_malformed(lines: int, errors: str) -> None:
+    noun = "line" if lines == 1 else "lines"
+    print(clean(f"warning: skipped {lines} malformed {noun}; isolated to {errors} (see 'agentlog verify')"),
+          file=sys.stderr)
+
+
 def _span(numbers: list[int]) -> str:
     if not numbers:
         return "none"
@@ -54,11 +76,15 @@ def _span(numbers: list[int]) -> str:
 
 
 def summary(args: argparse.Namespace) -> int:
+    validate_stream_name(args.stream)
     summariser = _load_summariser(args.summariser) if args.summariser else None
     with open_log(args.root) as log:
         if args.stream not in log.streams():
             raise Failure(f"no such stream: {args.stream!r} (see 'agentlog streams')")
         result, path = summarize(log, args.stream, summariser=summariser, persist=not args.no_write)
+    malformed = result.get("malformed")
+    if malformed:
+        _warn_malformed(malformed["lines"], malformed["errors"])
     if args.json:
         write_line(dumps({**result, "path": path}))
     elif path is not None:
