@@ -165,7 +165,8 @@ def lock(fd: int, *, timeout: float, display: str, shared: bool = False) -> None
     """``flock`` with a deadline; raises :class:`LockTimeout` naming the file.
 
     A blocking ``flock`` cannot be given a timeout without signals (unusable off the main thread), so we poll
-    with a short exponential backoff. Lock hold times are a single ``write()``, so waits are short.
+    with a short exponential backoff. Lock hold times are a single ``write()``, so waits are short: the
+    backoff stops at 1 ms, since a waiter asleep for longer leaves the lock idle while others queue.
     """
     op = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
     try:
@@ -176,14 +177,14 @@ def lock(fd: int, *, timeout: float, display: str, shared: bool = False) -> None
     except OSError as exc:
         raise StorageError.from_oserror(exc, "cannot lock", display) from None
     start = time.monotonic()
-    delay = 0.0001
+    delay = 0.00005
     while True:
         waited = time.monotonic() - start
         if waited >= timeout:
             raise LockTimeout(f"timed out after {waited:.1f}s waiting for the lock on {display}",
                               path=display, waited=waited)
         time.sleep(min(delay, timeout - waited))
-        delay = min(delay * 2, 0.005)
+        delay = min(delay * 2, 0.001)
         try:
             fcntl.flock(fd, op)
             return

@@ -48,6 +48,8 @@ from ._segments import (
 )
 
 DURABILITIES = ("fsync", "write")
+# Tries to settle on the active segment before giving up, unless the lock deadline is still ahead: with a
+# rotation on every append and ten writers, a waiter can find its segment sealed under it many times running.
 _MAX_ATTEMPTS = 64
 
 
@@ -195,7 +197,9 @@ class FileBackend:
     def _append_locked(self, w: _Writer, stream: str, ids: Sequence[bytes], tails: Sequence[bytes],
                        deadline: float, expect_last: int | None = None) -> tuple[int, int, str]:
         """Write the batch under the file's lock: ``(fd, seq of the first draft, ts)``."""
-        for _attempt in range(_MAX_ATTEMPTS):
+        attempt = 0
+        while attempt < _MAX_ATTEMPTS or time.monotonic() < deadline:
+            attempt += 1
             fd = self._active_fd(w, stream)
             display = self._display(w, stream)
             fs.lock(fd, timeout=max(0.0, deadline - time.monotonic()), display=display)
