@@ -601,3 +601,15 @@ def test_append_redact_stays_light_too(root: Path) -> None:
                 "if m in sys.modules]; print(status, heavy, 'agentlog.redact' in sys.modules)")
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         assert done.stdout.splitlines()[-1] == f"0 [] {redact_loaded}"
+
+
+def test_main_builds_only_the_command_it_runs_and_knows_every_command() -> None:
+    """`COMMANDS` lists every sub-command (main() uses it to build only the one that runs), and the command
+    is found after the global options."""
+    from agentlog.cli._parser import COMMANDS, command_in
+
+    assert set(COMMANDS) == set(_commands(build_parser()))
+    assert set(_commands(build_parser(only="append"))) == {"append"}
+    assert command_in(["--root", "r", "--json", "append", "s", "t"]) == "append"
+    assert command_in(["--root=r", "task", "ready"]) == "task"
+    assert command_in(["--help"]) is None and command_in(["apend"]) is None and command_in([]) is None

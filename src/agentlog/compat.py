@@ -14,13 +14,15 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Mapping
-from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backends import _fs as fs
 from .errors import InvalidEvent
 from .event import Event, dumps_strict
 from .log import EventLog, default_root, open_log
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 __all__ = ["append_event", "by_type", "safe_log_event", "since", "tail"]
 

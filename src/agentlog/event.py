@@ -17,11 +17,13 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from . import _json
 from .errors import InvalidEvent
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
@@ -701,6 +703,8 @@ def parse_ts(value: str | datetime) -> str:
     The canonical form has a fixed width, so canonical timestamps compare correctly as strings. A value
     without an offset is taken as UTC. Raises ``ValueError`` for anything else.
     """
+    from datetime import UTC, datetime  # here: a one-shot `agentlog append` never parses a timestamp
+
     if isinstance(value, datetime):
         dt = value
     elif isinstance(value, str):

@@ -10,7 +10,6 @@ import heapq
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,6 +31,8 @@ from .report import Report
 from .spool import LOCK_ATTEMPTS, LOCK_BACKOFF, ReplayReport, Spool, SpoolStatus, resolve_spool_dir
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from .redact import Redactor
 
 __all__ = ["EventLog", "default_root", "open_log"]

@@ -45,7 +45,6 @@ import re
 import stat
 import time
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import _json
@@ -73,7 +72,7 @@ BACKOFF_CAP = 300.0
 _OFF = frozenset(("off", "0", "false", "no", "none"))
 # Replay looks for ids already in a stream from this long before the oldest record's first attempt, so a
 # wall clock stepped back by NTP cannot hide a copy that did land.
-_CLOCK_SLACK = timedelta(minutes=5)
+_CLOCK_SLACK_SECONDS = 300.0
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # What `put` names a pending file; anything else found in pending/ is not replayed.
 _PENDING_NAME = re.compile(r"[0-9]{20}-[0-9]+-[0-9a-f]{8}\.jsonl")
@@ -822,7 +821,9 @@ def _window_start(attempted_at: Any) -> str | None:
     if not isinstance(attempted_at, str):
         return None
     try:
-        return parse_ts(datetime.fromisoformat(attempted_at) - _CLOCK_SLACK)
+        from datetime import datetime, timedelta  # only on this rare path: appends stay light
+
+        return parse_ts(datetime.fromisoformat(attempted_at) - timedelta(seconds=_CLOCK_SLACK_SECONDS))
     except (ValueError, OverflowError):
         return None
 

@@ -14,7 +14,6 @@ Everything here follows three rules learnt the hard way by logging and storage p
 
 from __future__ import annotations
 
-import base64
 import errno
 import fcntl
 import os
@@ -304,10 +303,12 @@ def repair_torn_tail(fd: int, size: int, *, source: str, quarantine: tuple[int, 
     Called under the file's lock, so the fragment belongs to a writer that died mid-write (or a foreign
     writer that left no newline), never to one still writing.
     """
+    from base64 import b64encode  # here: only a repair needs it, and appends must start fast
+
     keep = find_last_newline(fd, size)
     fragment = os.pread(fd, size - keep, keep)
     record = {"ts": now_ts(), "reason": "torn tail", "source": source, "offset": keep, "size": len(fragment),
-              "fragment_b64": base64.b64encode(fragment).decode(), **(extra or {})}
+              "fragment_b64": b64encode(fragment).decode(), **(extra or {})}
     qdir, qname, qdisplay = quarantine
     append_quarantine(qdir, qname, record, file_mode=file_mode, timeout=timeout, display=qdisplay)
     try:

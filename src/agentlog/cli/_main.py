@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from ..errors import AgentlogError
 from ._errors import Failure
-from ._parser import build_parser
+from ._parser import build_parser, command_in
 
 __all__ = ["main"]
 
@@ -23,7 +23,9 @@ OK, FAILURE, USAGE = 0, 1, 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``agentlog`` with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(only=command_in(argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors: argparse has already printed
