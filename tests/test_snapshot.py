@@ -255,6 +255,22 @@ def test_watch_picks_up_appends_from_another_process_across_rotation_and_stops_o
     assert out.count(b"through seq") >= 3
 
 
+def test_watch_stops_cleanly_on_sigterm(tmp_path: Path, fault_procs: list[subprocess.Popen[bytes]]) -> None:
+    """A supervisor's SIGTERM ends a watch like Ctrl-C: exit 0, "stopped", no temp files left behind."""
+    root = tmp_path / "root"
+    agentlog.open_log(root).append("live", "question", actor="alice", interaction=1, data={"content": "hi"})
+    comm = root / "snapshots" / "live" / COMMUNICATION
+    proc = subprocess.Popen([sys.executable, "-m", "agentlog", "--root", str(root), "snapshot", "live", "--watch"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    fault_procs.append(proc)
+    assert wait_for(lambda: comm.exists()), "no first rendering"
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err and err.rstrip().endswith(b"stopped")
+    assert [p.name for p in comm.parent.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")] == []
+
+
 # --- found in review -----------------------------------------------------------------------------------------
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from typing import Any
 
 from ..log import default_root, open_log
@@ -38,11 +40,16 @@ def snapshot(args: argparse.Namespace) -> int:
             renders += 1
             _report(result, args.json, warn_always=renders == 1)
 
+        # SIGTERM (a supervisor, `kill`) ends the watch like Ctrl-C: cleanly, between renderings.
+        stop = threading.Event()
+        previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
         try:
-            watch(log, args.stream, keep=args.keep, out=args.out, on_render=on_render,
+            watch(log, args.stream, keep=args.keep, out=args.out, on_render=on_render, stop_event=stop,
                   on_error=lambda exc: print(f"error: {clean(str(exc))}", file=sys.stderr))
         except KeyboardInterrupt:
             pass  # Ctrl-C is how a watch ends
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         print("stopped", file=sys.stderr)
         return 0
 
