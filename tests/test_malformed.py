@@ -258,3 +258,19 @@ def test_the_task_graph_skips_and_isolates_a_malformed_line(tmp_path: Path) -> N
     records = errors_of(tmp_path, "tasks")
     assert [(r["line"], r["views"]) for r in records] == [(2, ["tasks"])]
     assert graph.get("a")["status"] == "open", "the torn claim must not count"
+
+
+def test_an_agents_status_skips_and_isolates_a_malformed_ledger_line(tmp_path: Path) -> None:
+    """status.json is a view of the ledger: a bad line is isolated and the status still folds the good ones."""
+    from agentlog.ledger import open_ledger
+
+    with open_ledger(tmp_path) as ledger:
+        ledger.write("alice", "task_start", task="T-1", data={"command": ["make"]})
+        (day,) = (tmp_path / "logs" / "ledger" / "alice").iterdir()
+        with day.open("ab") as fh:
+            fh.write(b"not json at all\n")
+        ledger.write("alice", "task_result", task="T-1", data={"exit_code": 0})
+        status = ledger.status("alice", rebuild=True)
+        assert (status["state"], status["through_seq"]) == ("idle", 2)
+    records = errors_of(tmp_path, "ledger/alice")
+    assert [(r["line"], r["views"], r["path"]) for r in records] == [(2, ["status"], str(day))]

@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import _json
-from ._viewfile import open_view_dir, read_file, replace_file, view_lock
+from ._viewfile import MalformedLines, open_view_dir, read_file, replace_file, view_lock
 from .errors import InvalidEvent, InvalidStreamName
 from .event import Event, comparable_ts, format_ts, parse_ts
 from .names import validate_stream_name
@@ -119,20 +119,30 @@ class Ledger:
         stream = ledger_stream(agent)
         dir_fd = open_view_dir(self.log.root, ["agents", agent])
         path = os.path.join(self.log.root, "agents", agent, "status.json")
+        # A malformed line in the ledger is skipped and isolated to errors/ledger/<agent>.jsonl, like any view's.
+        malformed = MalformedLines(self.log.root, stream, "status")
+
+        def read(after: int = 0) -> Iterator[Event]:
+            return self.log.read(stream, after=after, on_malformed=malformed)
+
         try:
             with view_lock(dir_fd, ".status.lock", timeout=30.0, display=path):
                 current = None if rebuild else _load_status(read_file(dir_fd, "status.json", path))
+                whole = current is None
                 if current is not None:  # the usual case: fold in what came after it
-                    new = _fold(current, self.log.read(stream, after=current["through_seq"]), agent, strict=True)
+                    new = _fold(current, read(current["through_seq"]), agent, strict=True)
                 else:  # new, rebuilt or damaged: from the whole ledger
-                    new = _fold(None, self.log.read(stream), agent, strict=True)
+                    new = _fold(None, read(), agent, strict=True)
                 if new is None:  # an event came late (replayed from the spool): the whole ledger, in order
-                    new = fold(None, in_order(lambda: self.log.read(stream)), agent=agent)
+                    whole = True
+                    new = fold(None, in_order(read), agent=agent)
                 if new != current or rebuild:
                     replace_file(dir_fd, "status.json", _json.dumps(new) + b"\n", display=path, backup=False)
-                return new
         finally:
             os.close(dir_fd)
+        through = new.get("through_seq")
+        malformed.isolate(through_seq=through if whole and isinstance(through, int) else None)
+        return new
 
     def agents(self) -> list[str]:
         """Every agent with a ledger, sorted."""
