@@ -262,3 +262,52 @@ def test_004s_module_functions_work_on_the_default_root_and_close_what_they_open
     with pytest.raises(InvalidEvent):
         tasks.save_graph({"tasks": [{"id": "p", "version": "two"}]})
     assert tasks.load_graph() == graph, "a refused save changed the graph"
+
+
+def test_a_damaged_view_is_rewritten_even_while_the_stream_is_empty(graph: TaskGraph) -> None:
+    path = Path(graph.log.root) / "tasks.graph.json"
+    path.write_text("{ torn")
+    assert graph.list_active() == []
+    assert view(graph) == {"tasks": [], "through_seq": 0}
+
+
+def test_a_view_write_failing_after_the_append_does_not_report_the_landed_mutation_as_failed(
+        graph: TaskGraph, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    graph.create_task({"id": "a"})
+    before = view(graph)
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise agentlog.StorageError("no space left on device", path="tasks.graph.json")
+
+    monkeypatch.setattr(graph, "_write_view", full_disk)
+    token = graph.claim("a", "ann")  # the claim is in the stream: ann must get her token, not an error
+    monkeypatch.undo()
+    assert "tasks.graph.json not updated" in caplog.text, "the failure must be said, not swallowed"
+    assert view(graph) == before, "the view was written after all"
+    assert graph.get("a")["token"] == token and view(graph)["through_seq"] == token
+
+
+def test_save_graph_changes_versions_and_tokens_so_compare_and_set_and_fencing_still_hold(graph: TaskGraph) -> None:
+    graph.create_task({"id": "x", "title": "a"})
+    graph.create_task({"id": "y"})
+    ann = graph.claim("y", "ann")
+    saved = graph.load_graph()
+    saved["tasks"][0]["title"] = "changed by a save"  # type: ignore[index]
+    graph.save_graph(saved)  # the round trip keeps ann's claim
+    assert graph.get("y")["token"] == ann
+    with pytest.raises(Conflict, match="version"):
+        graph.update_task("x", expected_version=1, title="would overwrite the save")
+    assert graph.get("x")["title"] == "changed by a save"
+    # Handing y to bob is a new claim: a new, larger token; ann's is refused.
+    graph.save_graph({"tasks": [{"id": "x"}, {"id": "y", "status": "claimed", "owner": "bob", "token": ann}]})
+    bob = graph.get("y")["token"]
+    assert isinstance(bob, int) and bob > ann
+    with pytest.raises(Conflict, match="stale token"):
+        graph.complete("y", token=ann)
+    assert graph.complete("y", token=bob)["status"] == "done"
+    before = graph.load_graph()
+    with pytest.raises(InvalidEvent, match="twice"):
+        graph.save_graph({"tasks": [{"id": "p", "title": "one"}, {"id": "p", "title": "two"}]})
+    with pytest.raises(InvalidEvent, match="owner"):
+        graph.save_graph({"tasks": [{"id": "p", "status": "claimed"}]})
+    assert graph.load_graph() == before and graph.rebuild() == before

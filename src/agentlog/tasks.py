@@ -23,6 +23,7 @@ Only ``open`` tasks whose dependencies are all ``done`` can be claimed (``ready(
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -166,14 +167,27 @@ class TaskGraph:
         if not isinstance(items, list):
             raise InvalidEvent('a graph is {"tasks": [...]}')
         nodes = [_saved_node(item) for item in items]
+        seen: set[str] = set()
+        for node in nodes:
+            if node["id"] in seen:
+                raise InvalidEvent(f"task {node['id']!r} appears twice in the graph")
+            seen.add(node["id"])
 
         def plan(state: _State) -> list[dict[str, Any]]:
             fresh = _State()
-            for node in nodes:
-                fresh.tasks[node["id"]] = node
-            for node in nodes:
+            for saved in nodes:
+                node = fresh.tasks[saved["id"]] = dict(saved)
+                old = state.tasks.get(node["id"])
+                if old is not None:  # a replaced task has changed: a version read before must not match
+                    node["version"] = max(node["version"], int(old.get("version", 0)) + 1)
+                if node["status"] == "claimed" and (old is None or old["status"] != "claimed"
+                                                    or (old["owner"], old["token"]) != (node["owner"], node["token"])):
+                    # Not the claim already held: a new one, whose token is this event's seq (append_if puts
+                    # it right after through_seq), so tokens keep growing and no older token matches it.
+                    node["token"] = state.through_seq + 1
+            for node in fresh.tasks.values():
                 fresh.check_links(node["id"], node["parent_id"], node["dependency_ids"])
-            return [{"type": "graph_replaced", "data": {"tasks": nodes}}]
+            return [{"type": "graph_replaced", "data": {"tasks": list(fresh.tasks.values())}}]
 
         self._mutate(plan, None)
 
@@ -206,18 +220,28 @@ class TaskGraph:
                 self._fold(state, after=state.through_seq)  # someone else moved first
                 continue
             state.apply(appended)
-            self._write_view(state)
+            self._refresh_view(state)  # the mutation is in the stream: a failure here only leaves the view stale
             return dict(state.tasks[task_id]) if task_id is not None else {}
         raise Conflict(f"the {STREAM} stream kept moving: gave up after {_MAX_ATTEMPTS} attempts")
 
     def _state(self) -> _State:
         """The view on disk as a starting point, caught up with the stream (rewritten if it was stale)."""
-        state = self._read_view() or _State()
+        on_disk = self._read_view()
+        state = on_disk or _State()
         before = state.through_seq
         self._fold(state, after=before)
-        if state.through_seq != before or not self._view_exists():
-            self._write_view(state)
+        if state.through_seq != before or on_disk is None:  # stale, missing or damaged
+            self._refresh_view(state)
         return state
+
+    def _refresh_view(self, state: _State) -> None:
+        """Write the view, or warn: the stream is the truth, so a view that cannot be written (full disk, a
+        lock held too long) is caught up on a later access rather than failing a read or a landed change."""
+        try:
+            self._write_view(state)
+        except OSError as exc:
+            logging.getLogger(__name__).warning("tasks.graph.json not updated (stale until the next access): %s",
+                                                exc)
 
     def _fold(self, state: _State, *, after: int) -> _State:
         """Apply the stream's events after ``after``; a malformed line is skipped and isolated to
@@ -231,9 +255,6 @@ class TaskGraph:
         if not self.log.root or self.log.root.startswith("memory:"):
             raise ValueError("the task graph's view lives under the log's root: a memory log has none")
         return self.log.root, os.path.join(self.log.root, VIEW)
-
-    def _view_exists(self) -> bool:
-        return os.path.lexists(self._paths()[1])
 
     def _read_view(self) -> _State | None:
         root, path = self._paths()
@@ -422,6 +443,8 @@ def _saved_node(item: Any) -> dict[str, Any]:
     status = item.get("status", "open")
     if status not in STATUSES:
         raise InvalidEvent(f"unknown status {status!r}")
+    if status == "claimed" and not (isinstance(item.get("owner"), str) and item["owner"]):
+        raise InvalidEvent(f"task {node['id']!r} is claimed: its owner must be a non-empty string")
     node.update(status=status, owner=item.get("owner") if status == "claimed" else None,
                 token=item.get("token") if status == "claimed" else None,
                 version=item.get("version", 1))

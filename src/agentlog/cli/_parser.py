@@ -346,7 +346,7 @@ def build_parser(only: str | None = None) -> Parser:
                 "view. ACTION is one of:\n"
                 "  add TITLE     create a task (--type, --dep ID..., --parent ID, --input JSON);\n"
                 "                prints its id\n"
-                "  list          tasks, all or those with --status S...\n"
+                "  list          open and claimed tasks, or those with --status S...\n"
                 "  ready         unowned tasks whose dependencies are all done\n"
                 "  claim ID      claim for --agent A; prints the fencing token; exit 1 when\n"
                 "                someone else holds it or it is not ready\n"
@@ -368,7 +368,7 @@ def build_parser(only: str | None = None) -> Parser:
     p.add_argument("--parent", metavar="ID", default=None, help="add: the parent task")
     p.add_argument("--input", metavar="JSON", default=None, help="add: the task's inputs, a JSON object")
     p.add_argument("--status", metavar="S", action="append", default=None,
-                   help="list: only tasks with this status (repeatable)")
+                   help="list: only tasks with this status (repeatable; default: open and claimed)")
     p.add_argument("--agent", metavar="A", default=None, help="claim: the agent claiming the task")
     p.add_argument("--token", metavar="N", type=_non_negative, default=None,
                    help="done: the fencing token from claim (default: the current claim's)")
