@@ -16,7 +16,7 @@ from .. import _json
 from ..errors import InvalidEvent
 from ..event import Event
 from ..log import open_log
-from ._errors import Failure, UsageError
+from ._errors import Failure, UsageError, json_kind, json_object_option
 from ._output import clean, dumps, write_event, write_line
 
 __all__ = ["append", "query", "streams", "tail", "verify"]
@@ -31,7 +31,7 @@ def append(args: argparse.Namespace) -> int:
     _json.use_stdlib()  # one event per process: not worth orjson's 18 ms import (see agentlog._json)
     if args.type == "-":
         return _append_batch(args)
-    data = _parse_data(args.data)
+    data = json_object_option(args.data, "--data") or {}
     if args.content is not None:
         if "content" in data:
             raise UsageError("CONTENT and --data both give data.content; use one of them")
@@ -63,18 +63,6 @@ def _print_appended(events: list[Event], as_json: bool) -> None:
             write_line(dumps({**ev.to_dict(), "spooled": True}) if ev.spooled else ev.to_json())
 
 
-def _parse_data(text: str | None) -> dict[str, Any]:
-    if text is None:
-        return {}
-    try:
-        value = _json.loads(text)
-    except _json.DecodeError as exc:
-        raise UsageError(f"--data is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise UsageError(f"--data must be a JSON object, got {_json_kind(value)}")
-    return value
-
-
 def _append_batch(args: argparse.Namespace) -> int:
     if args.content is not None:
         raise UsageError("CONTENT cannot be given with '-' (each stdin line is a whole event)")
@@ -94,7 +82,7 @@ def _append_batch(args: argparse.Namespace) -> int:
             why = _JSON_WHERE.sub(r" at column \1", str(exc))
             raise UsageError(f"stdin line {line_no}: not valid JSON: {why}; nothing was appended") from None
         if not isinstance(item, dict):
-            raise UsageError(f"stdin line {line_no}: expected a JSON object, got {_json_kind(item)}; "
+            raise UsageError(f"stdin line {line_no}: expected a JSON object, got {json_kind(item)}; "
                              "nothing was appended")
         if "type" not in item:
             raise UsageError(f"stdin line {line_no}: the event has no \"type\"; nothing was appended")
@@ -118,11 +106,6 @@ def _name_the_line(message: str, line_of: list[int]) -> str:
     if match and int(match[1]) < len(line_of):
         return f"stdin line {line_of[int(match[1])]}: {message[match.end():]}"
     return f"stdin: {message}"
-
-
-def _json_kind(value: Any) -> str:
-    kinds = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
-    return "null" if value is None else kinds.get(type(value), type(value).__name__)
 
 
 # --- tail ---------------------------------------------------------------------------------------------------

@@ -5,27 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
-from .. import _json
 from ..ledger import liveness, open_ledger
 from ..schemas import schema as get_schema
 from ..validate import validate_files
-from ._errors import Failure, UsageError
+from ._errors import Failure, json_object_option
 from ._output import clean, dumps, write_line
 
 __all__ = ["heartbeat", "ledger", "schema", "status", "validate"]
 
 
 def ledger(args: argparse.Namespace) -> int:
-    data: dict[str, Any] = {}
-    if args.data is not None:
-        try:
-            data = _json.loads(args.data)
-        except _json.DecodeError as exc:
-            raise UsageError(f"--data is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise UsageError("--data must be a JSON object")
+    data = json_object_option(args.data, "--data") or {}
     redactor = None
     if args.redact:
         from ..redact import default_redactor

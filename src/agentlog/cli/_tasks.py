@@ -9,7 +9,7 @@ from typing import Any
 from .. import _json
 from ..log import open_log
 from ..tasks import TaskGraph
-from ._errors import Failure, UsageError
+from ._errors import Failure, UsageError, json_object_option
 from ._output import clean, dumps, write_line
 
 __all__ = ["task"]
@@ -37,7 +37,7 @@ def task(args: argparse.Namespace) -> int:
 
 def _add(graph: TaskGraph, args: argparse.Namespace) -> int:
     node = graph.create_task({"title": args.title, "type": args.type, "dependency_ids": args.dep or [],
-                              "parent_id": args.parent, "inputs": _json_object(args.input, "--input")})
+                              "parent_id": args.parent, "inputs": json_object_option(args.input, "--input")})
     write_line(dumps(node) if args.json else node["id"])
     return 0
 
@@ -65,7 +65,7 @@ def _done(graph: TaskGraph, args: argparse.Namespace) -> int:
         if current["status"] != "claimed":
             raise Failure(f"task {args.id!r} is {current['status']}, not claimed: claim it first")
         token = current["token"]
-    node = graph.complete(args.id, token=token, outputs=_json_object(args.output, "--output"))
+    node = graph.complete(args.id, token=token, outputs=json_object_option(args.output, "--output"))
     write_line(dumps(node) if args.json else f"{node['id']} done")
     return 0
 
@@ -178,13 +178,3 @@ def _print_tasks(tasks: list[dict[str, Any]], as_json: bool) -> None:
         write_line(clean(f"{t['id']}  {t['status']:<9} {t.get('title') or t.get('type')}{owner}{deps}"))
 
 
-def _json_object(text: str | None, option: str) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    try:
-        value = _json.loads(text)
-    except _json.DecodeError as exc:
-        raise UsageError(f"{option} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise UsageError(f"{option} must be a JSON object")
-    return value
