@@ -16,6 +16,10 @@ Four agents run at the same time, each in its own process:
 Then the demo runs ``agentlog tail``, ``agentlog query --type``, ``agentlog streams``, ``agentlog verify``,
 ``agentlog snapshot`` (communication.md / archive.md) and ``agentlog summary`` on the result, printing each
 command first so you can run them yourself.
+
+Last, the task graph: the demo adds five tasks (two waiting for another), three worker processes pull work
+with ``ready`` / ``claim`` / ``complete`` at once, each task is done exactly once, and ``agentlog run`` wraps
+a command in an agent's ledger before ``agentlog status`` shows the agents.
 """
 
 from __future__ import annotations
@@ -106,6 +110,28 @@ def library_agent(name: str, root: str, parity: int, count: int) -> None:
         log.append("status", "heartbeat", actor=name, data={"state": "done", "answered": answered})
 
 
+def task_worker(name: str, root: str) -> None:
+    """Pull work until nothing is ready: claim (exactly one claimer wins), do it, complete with the token."""
+    from agentlog.tasks import TaskGraph
+
+    with agentlog.open_log(root) as log:
+        graph = TaskGraph(log)
+        while True:
+            ready = graph.ready()
+            if not ready:
+                if not graph.list_active():
+                    return
+                time.sleep(0.05)  # something is still being worked on, and may unblock a dependent task
+                continue
+            try:
+                token = graph.claim(ready[0]["id"], name)
+            except agentlog.Conflict:
+                continue  # another worker got it first
+            say(name, f"claimed {ready[0]['title']!r} (token {token})")
+            time.sleep(0.3)  # the work itself
+            graph.complete(ready[0]["id"], token=token, outputs={"by": name})
+
+
 # --- the show -------------------------------------------------------------------------------------------
 
 def show(root: str, *args: str) -> int:
@@ -161,6 +187,25 @@ def main(argv: list[str] | None = None) -> int:
         with open(communication, encoding="utf-8") as f:
             print("".join(f.readlines()[:12]))
         status |= show(args.root, "summary", CHAT)
+
+        print("\nthe task graph: five tasks, three workers pulling from `ready` and claiming at once")
+        first = cli(args.root, "task", "add", "write the parser").strip()
+        for title in ("write the docs", "set up CI"):
+            cli(args.root, "task", "add", title)
+        for title in ("test the parser", "release"):
+            cli(args.root, "task", "add", title, "--dep", first)
+        status |= show(args.root, "task", "ready")
+        workers = [multiprocessing.Process(target=task_worker, args=(f"worker-{n}", args.root)) for n in range(3)]
+        for proc in workers:
+            proc.start()
+        for proc in workers:
+            proc.join(timeout=60)
+            status |= 1 if proc.exitcode != 0 else 0
+        status |= show(args.root, "task", "list", "--status", "done")
+        status |= show(args.root, "task", "graph")
+        status |= show(args.root, "run", "--agent", "builder", "--task", "build", "--",
+                       sys.executable, "-c", "print('building...')")
+        status |= show(args.root, "status")
         print("\nthe log is plain JSONL; look at it with any tool, e.g.:")
         print(f"$ tail -n 2 {shlex.quote(os.path.join(args.root, 'logs', CHAT + '.jsonl'))}")
         with open(os.path.join(args.root, "logs", CHAT + ".jsonl"), encoding="utf-8") as f:
