@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import re
@@ -437,6 +438,126 @@ def test_a_stopped_writer_does_not_leave_an_emitter_waiting_for_room(tmp_path: P
     assert all(a.result(timeout=10).seq >= 2 for a in written)
     assert log.stat("s").events == 1 + len(written)
 
+
+def test_switching_to_sync_writes_what_is_queued_first_and_flush_stop_still_cover_it(tmp_path: Path) -> None:
+    """Events queued in ASYNC mode before ``mode = SYNC`` are written before any SYNC event, and flush()
+    and stop() still wait for the thread (they used to skip it once the mode was SYNC)."""
+    log = agentlog.open_log(tmp_path)
+    log.append("s", "first")
+    holder = _hold_lock(tmp_path / "logs" / "s.jsonl", 0.5)
+    writer = EventWriter(log, mode=WriteMode.ASYNC)
+    acks = [writer.emit("s", "queued", data={"n": n}) for n in range(50)]
+    writer.mode = WriteMode.SYNC
+    writer.flush()
+    assert all(a.done() for a in acks)  # type: ignore[union-attr]
+    assert writer.emit("s", "synced") is not None
+    writer.stop()
+    holder.wait(timeout=10)
+    assert writer._thread is not None and not writer._thread.is_alive()
+    assert [e.type for e in log.read("s")] == ["first"] + ["queued"] * 50 + ["synced"]
+
+
+def test_result_from_two_threads_at_once_gives_one_event(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two threads asking one acknowledgement for its event (a done callback and the caller, say) both get
+    the same event: the second used to fail with AttributeError once the first had dropped the body. The
+    other thread's result() is run at the worst moment: while this one is building the event."""
+    import agentlog.writer as writer_module
+
+    log = agentlog.open_log(tmp_path)
+    with EventWriter(log, mode=WriteMode.ASYNC) as writer:
+        ack = writer.emit("s", "turn", data={"n": 1})
+        assert isinstance(ack, Ack)
+        writer.flush()
+    build = agentlog.event.event_from_record  # what the writer module calls
+    other: list[Event] = []
+
+    def interleaved(record: dict[str, Any], stream: str, seq: int) -> Event:
+        if not other:
+            other.append(Event(seq=0, id=None, ts=None, stream="", type="placeholder"))
+            thread = threading.Thread(target=lambda: other.__setitem__(0, ack.result()))
+            thread.start()
+            thread.join(timeout=10)
+        return build(record, stream, seq)
+
+    monkeypatch.setattr(writer_module, "event_from_record", interleaved)
+    event = ack.result(timeout=10)
+    assert other[0] is event and ack.result() is event and event.data == {"n": 1}
+
+
+def test_a_shared_batch_error_does_not_grow_with_each_raise(tmp_path: Path) -> None:
+    """Every acknowledgement of a failed batch raises the same exception: its traceback stays the one it
+    had (the raising frames are not piled on it once per result() call, nor kept alive by it)."""
+    (tmp_path / "logs" / "bad.jsonl").mkdir(parents=True)  # not a file: every write fails
+    writer = EventWriter(agentlog.open_log(tmp_path), mode=WriteMode.ASYNC)
+    acks = [writer.emit("bad", "turn") for _ in range(200)]
+    with pytest.raises(StorageError) as flushed:
+        writer.flush()
+
+    def depth(exc: BaseException) -> int:
+        n, tb = 0, exc.__traceback__
+        while tb is not None:
+            n, tb = n + 1, tb.tb_next
+        return n
+
+    raised = []
+    for ack in acks:
+        with pytest.raises(StorageError) as info:
+            ack.result(timeout=10)  # type: ignore[union-attr]
+        raised.append(info.value)
+    # Where it was raised from (result's frame, pytest's) on top of where it happened, not 200 times that.
+    assert max(depth(exc) for exc in [flushed.value, *raised]) < 30
+    writer.stop()
+
+
+def test_a_level_that_is_not_a_string_is_refused_not_crashed_on(tmp_path: Path) -> None:
+    """emit(level=...) with something that is not a level raises InvalidEvent in both modes (the verbosity
+    filter used to call .upper() on it and raise AttributeError)."""
+    log = agentlog.open_log(tmp_path)
+    for mode in WriteMode:
+        with EventWriter(log, mode=mode) as writer:
+            for level in (5.0, ["info"], {"x": 1}):
+                with pytest.raises(agentlog.InvalidEvent, match="level must be a string"):
+                    writer.emit("s", "turn", level=level)  # type: ignore[arg-type]
+    assert should_log_event(1.5, Verbosity.CRITICAL) is True  # type: ignore[arg-type]
+    assert log.stat("s").events == 0
+
+
+def test_a_full_disk_fails_every_ack_of_the_batch_or_spools_it(tmp_path: Path, fault_tmpfs: Any,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """ENOSPC on a real tmpfs: without a spool every acknowledgement fails with the error, flush raises it,
+    it is logged, and no part of a batch is on disk; with a spool the events are spooled, and replayed
+    exactly once after space is freed."""
+    mount = fault_tmpfs.mount("1m")
+    filler = mount / "filler"
+    log = agentlog.open_log(mount / "root", spool_dir=False)
+    log.append("s", "first")
+    filler.write_bytes(b"x" * (os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize))  # not a page left
+    pad = "p" * 5000  # more than what is left of the stream file's last page: no event fits
+    holder = _hold_lock(mount / "root" / "logs" / "s.jsonl", 0.3)  # the events pile up into a batch
+    writer = EventWriter(log, mode=WriteMode.ASYNC)
+    with caplog.at_level(logging.ERROR, logger="agentlog"):
+        acks = [writer.emit("s", "turn", data={"n": n, "pad": pad}) for n in range(100)]
+        holder.wait(timeout=10)
+        with pytest.raises(StorageError) as info:
+            writer.flush()
+    assert info.value.errno == errno.ENOSPC
+    assert all(isinstance(a.exception(timeout=10), StorageError) for a in acks)  # type: ignore[union-attr]
+    assert sum(map(int, re.findall(r"(\d+) event\(s\) for 's' not written", caplog.text))) == 100
+    assert log.stat("s").events == 1 and log.verify().ok
+    writer.stop()
+
+    spooling = agentlog.open_log(mount / "root", spool_dir=tmp_path / "spool")
+    with EventWriter(spooling, mode=WriteMode.ASYNC) as writer:
+        acks = [writer.emit("s", "turn", data={"n": n, "pad": pad}) for n in range(100)]
+        writer.flush()
+        assert all(a.result(timeout=10).spooled for a in acks)  # type: ignore[union-attr]
+        filler.unlink()
+        writer.emit("s", "after").result(timeout=10)  # type: ignore[union-attr]
+    events = list(spooling.read("s"))
+    assert [e.type for e in events] == ["first", "after"] + ["turn"] * 100
+    assert [e.data["n"] for e in events[2:]] == list(range(100))
+    assert [e.id for e in events[2:]] == [a.result().id for a in acks]  # type: ignore[union-attr]
+    assert spooling.verify().ok
 
 # --- the pieces it is made of ----------------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ import weakref
 from bisect import bisect_right
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 from . import _json
 from .errors import AgentlogError
@@ -73,11 +73,13 @@ def should_log_event(level: str | int | None, verbosity: Verbosity | int) -> boo
         rank = int(Verbosity.INFO)
     elif isinstance(level, int):
         rank = level
-    else:
+    elif isinstance(level, str):
         try:
             rank = int(Verbosity[level.upper()])
         except KeyError:
             return True
+    else:  # not a level at all: let it through, for the event's checks to refuse (InvalidEvent)
+        return True
     return rank >= int(verbosity)
 
 
@@ -90,8 +92,25 @@ class EventDropped(AgentlogError):
 # once per batch.
 _RESOLVED = threading.Condition()
 
+
+class _Failure:
+    """The error that kept events off the disk, with the traceback it had when it was caught. It is raised
+    again from there every time (as asyncio's futures do): one exception is shared by every acknowledgement
+    of its batch and by ``flush()``, and raising the same object again would lengthen its traceback (and
+    keep each raising frame alive) once per raise."""
+
+    __slots__ = ("exc", "tb")
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+        self.tb = exc.__traceback__
+
+    def raise_(self) -> NoReturn:
+        raise self.exc.with_traceback(self.tb)
+
+
 # What a batch's commit ended in: (seq of its first event, ts), its spooled events, or the error.
-_Outcome = tuple[int, str] | list[Event] | BaseException
+_Outcome = tuple[int, str] | list[Event] | _Failure
 
 
 class _Batch:
@@ -136,7 +155,7 @@ _SETTLED = _settled()
 
 def _failed_batch(stream: str, exc: BaseException) -> _Batch:
     batch = _Batch(stream)
-    batch.outcome = exc
+    batch.outcome = _Failure(exc)
     batch.finished = True
     return batch
 
@@ -174,21 +193,30 @@ class Ack:
         except AttributeError:
             pass
         outcome, offset = batch.outcome_of(self._index)
-        if isinstance(outcome, BaseException):
-            raise outcome
+        if isinstance(outcome, _Failure):
+            outcome.raise_()
         if isinstance(outcome, list):
             event = outcome[offset]  # spooled: the spool made the events
         else:
+            try:
+                tail = self._tail
+            except AttributeError:  # another thread's result() built the event meanwhile
+                return self._event
             first, ts = outcome
             assert batch.ids is not None
-            event = event_from_record(_json.loads(b"{" + self._tail), batch.stream, first + offset)
+            event = event_from_record(_json.loads(b"{" + tail), batch.stream, first + offset)
             event.id = batch.ids[self._index].decode()
             event.ts = ts
-        self._event = event
-        # What made the event is not needed any more: a kept acknowledgement keeps only its event, not its
-        # batch's ids (nor its own body).
-        self._batch = _SETTLED
-        del self._tail
+        with _RESOLVED:  # against another thread's result() on this acknowledgement: one event, built once
+            try:
+                return self._event
+            except AttributeError:
+                pass
+            self._event = event
+            # What made the event is not needed any more: a kept acknowledgement keeps only its event, not its
+            # batch's ids (nor its own body).
+            self._batch = _SETTLED
+            del self._tail
         return event
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
@@ -197,7 +225,7 @@ class Ack:
         if not batch.finished:
             self._wait(timeout)
         outcome, _ = batch.outcome_of(self._index)
-        return outcome if isinstance(outcome, BaseException) else None
+        return outcome.exc if isinstance(outcome, _Failure) else None
 
     def add_done_callback(self, fn: Callable[[Ack], object]) -> None:
         """Call ``fn(ack)`` once the acknowledgement is done: at once if it is, else from the writer's thread.
@@ -230,7 +258,7 @@ class Ack:
             state = "pending"
         else:
             outcome, _ = batch.outcome_of(self._index)
-            state = "failed" if isinstance(outcome, BaseException) else "done"
+            state = "failed" if isinstance(outcome, _Failure) else "done"
         try:
             return f"<Ack {state} {self._event!r}>"
         except AttributeError:
@@ -322,7 +350,7 @@ class EventWriter:
         self._pending = 0  # events in _open and _sealed: what queue_size bounds
         self._idle = False  # the thread waits on _wake
         self._room_waiters = 0
-        self._errors: list[BaseException] = []
+        self._errors: list[_Failure] = []
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._exited = False
@@ -339,7 +367,11 @@ class EventWriter:
 
     @mode.setter
     def mode(self, mode: WriteMode | str) -> None:
-        self._mode = WriteMode(mode)
+        mode = WriteMode(mode)
+        if mode is not _ASYNC and self._running():
+            # What is queued goes first, or a SYNC emit would overtake it (errors wait for flush/stop).
+            self._await_marker(_Marker(), None)
+        self._mode = mode
         self._settle()
 
     @property
@@ -511,19 +543,25 @@ class EventWriter:
     def flush(self, timeout: float | None = None) -> None:
         """Block until every event emitted so far is durable; raise the first write error since the last
         flush (events that failed are not retried)."""
-        if self._mode is _ASYNC and self._thread is not None and self._thread.is_alive():
+        if self._running():
             self._await_marker(_Marker(), timeout)
         self._raise_pending()
 
     def stop(self, timeout: float | None = None) -> None:
         """Flush, then end the background thread. Raises the first pending write error."""
-        if self._mode is _ASYNC and self._thread is not None and self._thread.is_alive():
+        if self._running():
+            assert self._thread is not None
             self._await_marker(_Marker(stop=True), timeout)
             self._thread.join(timeout)
         with self._lock:
             self._stopped = True
             self._settle()
         self._raise_pending()
+
+    def _running(self) -> bool:
+        # Not "the mode is ASYNC": the mode may have been set to SYNC since, and what the thread holds still
+        # counts for flush, stop and exit.
+        return self._thread is not None and self._thread.is_alive()
 
     def _await_marker(self, marker: _Marker, timeout: float | None) -> None:
         with self._lock:
@@ -553,7 +591,7 @@ class EventWriter:
         with self._lock:
             errors, self._errors = self._errors, []
         if errors:
-            raise errors[0]
+            errors[0].raise_()
 
     def _ensure_thread(self) -> None:
         if self._thread is not None:
@@ -604,7 +642,7 @@ class EventWriter:
                 if isinstance(item, _Marker):
                     item.done.set()
                 else:
-                    item.outcome = AgentlogError("the writer is stopped")
+                    item.outcome = _Failure(AgentlogError("the writer is stopped"))
                     _resolve(item)
 
     def _commit(self, batch: _Batch) -> None:
@@ -632,14 +670,15 @@ class EventWriter:
         except BaseException as exc:  # every error must reach the caller, whatever it is
             return self._failed(stream, len(tails), exc)
 
-    def _failed(self, stream: str, n: int, exc: BaseException) -> BaseException:
+    def _failed(self, stream: str, n: int, exc: BaseException) -> _Failure:
         """Keep ``exc`` for the next flush/stop and log it; it is the outcome of the ``n`` events."""
+        failure = _Failure(exc)
         with self._lock:
-            self._errors.append(exc)
+            self._errors.append(failure)
         import logging
 
         logging.getLogger("agentlog").error("EventWriter: %d event(s) for %r not written: %s", n, stream, exc)
-        return exc
+        return failure
 
     def _after_fork_in_child(self) -> None:
         # The parent's queued events are the parent's to write: a child that wrote them too would write
@@ -668,7 +707,7 @@ _LIVE: weakref.WeakSet[EventWriter] = weakref.WeakSet()
 
 def _flush_at_exit() -> None:
     for writer in list(_LIVE):
-        if writer._mode is _ASYNC and writer._thread is not None and writer._thread.is_alive():
+        if writer._running():
             try:
                 writer.stop(timeout=60)
             except BaseException as exc:  # at exit there is no caller left: say it
