@@ -17,6 +17,7 @@ import agentlog
 from _workers import finish, spawn
 from agentlog import InvalidEvent, InvalidStreamName
 from agentlog.ledger import Ledger, fold, in_order, liveness, open_ledger
+from agentlog.redact import default_redactor
 from agentlog.validate import validate_files, validate_record
 
 
@@ -61,6 +62,56 @@ def test_ledger_events_are_checked_before_writing(led: Ledger) -> None:
     with pytest.raises(InvalidStreamName):
         led.write("../x", "heartbeat")
     assert led.log.streams() == []
+
+
+def test_what_the_schema_refuses_is_refused_before_writing(led: Ledger) -> None:
+    """A task id over 256 characters, or a heartbeat whose next_due is not a timestamp (or is past year 9999,
+    or not a number of seconds at all), would be written and then fail `agentlog validate`."""
+    with pytest.raises(InvalidEvent):
+        led.write("alice", "task_start", task="t" * 257)
+    with pytest.raises(InvalidEvent):
+        led.write("alice", "heartbeat", data={"next_due": "tomorrow"})
+    for bad in (float("inf"), float("nan"), 1e12, 0, -1):
+        with pytest.raises(ValueError):
+            led.heartbeat("alice", next_due=bad)
+    assert led.log.streams() == []
+    led.write("alice", "task_start", task="t" * 256)
+    led.heartbeat("alice", next_due=366 * 86400)
+    led.write("alice", "heartbeat", data={"next_due": "2026-11-22T10:00:00+01:00"})
+    for path in (Path(led.log.root) / "logs" / "ledger" / "alice").glob("*.jsonl"):
+        assert list(validate_files([path])) == []
+
+
+def test_a_redactor_covers_the_task_id_too(led: Ledger) -> None:
+    """As docs/ledger.md says of `Ledger.write(..., redactor=...)` and `agentlog ledger write --redact`."""
+    token = "ghp_" + "Zq8" * 12
+    ev = led.write("alice", "task_start", task=f"deploy {token}", data={"note": "password=hunter2hunter2"},
+                   redactor=default_redactor())
+    assert ev.extra["task"] == "deploy [REDACTED:github_token]"
+    assert ev.extra["redactions"] == [{"rule": "github_token", "count": 1}, {"rule": "secret_assignment", "count": 1}]
+    led.heartbeat("alice", next_due=30, task=f"deploy {token}", redactor=default_redactor())
+    assert led.status("alice")["task"] == "deploy [REDACTED:github_token]"
+    with pytest.raises(InvalidEvent):  # within 256 characters as given, not once the marker replaces it
+        led.write("alice", "task_start", task="t" * 240 + " password=abc", redactor=default_redactor())
+    res = cli(Path(led.log.root), "ledger", "write", "--agent", "bob", "task_start", "--task", token, "--redact")
+    assert res.returncode == 0
+    assert token.encode() not in b"".join(p.read_bytes() for p in Path(led.log.root).rglob("*") if p.is_file())
+
+
+def test_a_heartbeat_with_an_unusable_deadline_does_not_break_status(led: Ledger) -> None:
+    """A line appended to a ledger directly (`agentlog append ledger/A heartbeat ...`) is not checked as a
+    ledger write is: its next_due must not make status.json invalid, nor `agentlog status` fail."""
+    led.log.append("ledger/alice", "heartbeat", actor="alice", data={"next_due": "tomorrow"})
+    st = led.status("alice")
+    assert st["next_heartbeat_due"] is None and st["last_heartbeat"] is not None
+    assert validate_record(st, "status") == []
+    assert liveness(st) == "unknown"
+    assert liveness({**st, "next_heartbeat_due": "tomorrow"}) == "unknown", "a status.json edited by hand"
+    res = cli(Path(led.log.root), "status", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["liveness"] == "unknown"
+    led.write("alice", "heartbeat", data={"next_due": "2999-01-01t00:00:00z"})  # RFC 3339 allows lower case
+    st = led.status("alice")
+    assert st["next_heartbeat_due"] == "2999-01-01T00:00:00.000000Z" and liveness(st) == "alive"
 
 
 def test_a_crash_between_append_and_view_write_leaves_a_stale_view_that_catches_up(led: Ledger) -> None:
@@ -125,6 +176,10 @@ def test_liveness_follows_each_agents_own_deadline() -> None:
     assert liveness(fast, now=at, grace=60) == "alive"
     assert liveness({**fast, "state": "offline"}, now=at) == "offline"
     assert liveness({"state": "idle", "next_heartbeat_due": None}) == "unknown"
+    assert liveness(fast, now=at, grace=float("inf")) == "alive" and liveness(fast, now=at, grace=1e300) == "alive"
+    for bad in (float("nan"), -1.0):
+        with pytest.raises(ValueError):
+            liveness(fast, now=at, grace=bad)
 
 
 def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -146,6 +201,9 @@ def test_the_ledger_commands(tmp_path: Path) -> None:
     [row] = [json.loads(line) for line in cli(root, "status", "ann", "--json").stdout.splitlines()]
     assert row["liveness"] == "alive" and row["last_error"]["message"].endswith("@db.example.com")
     assert cli(root, "status", "nobody").returncode == 1
+    assert cli(root, "status", "--rebuild", "nobody").returncode == 1
+    assert cli(root, "status", "--grace", "inf").returncode == 0
+    assert cli(root, "status", "--grace", "nan").returncode == 2
     assert cli(root, "ledger", "write", "--agent", "ann", "nap").returncode == 2
     rebuilt = cli(root, "status", "--rebuild", "--json")
     assert rebuilt.returncode == 0 and json.loads(rebuilt.stdout)["through_seq"] == 3
@@ -180,6 +238,20 @@ def test_validate_accepts_what_agentlog_writes_and_names_each_problem(tmp_path: 
     status.write_text('{"agent": "ann", "state": "napping"}')
     res = cli(root, "validate", "--status", str(status))
     assert res.returncode == 1 and "napping" in res.stdout
+
+
+def test_the_ledger_schema_checks_the_fields_agentlog_run_adds() -> None:
+    """docs/ledger.md documents these fields' types; `agentlog validate` checks them."""
+    base = {"seq": 1, "id": "01a245a9-e6bd-737b-bbd2-1ad3b9fd28b1", "ts": "2026-11-22T10:00:00Z",
+            "stream": "ledger/ann", "actor": "ann"}
+    result = {**base, "type": "task_result",
+              "data": {"exit_code": 0, "files_touched_method": "git", "stdout_bytes": 3, "stderr_bytes": 0}}
+    error = {**base, "type": "error", "data": {"message": "killed", "kind": "signal", "signal": 9, "errno": 2}}
+    assert validate_record(result, "ledger") == [] and validate_record(error, "ledger") == []
+    for bad in ({"files_touched_method": "svn"}, {"stdout_bytes": -1}, {"stderr_bytes": "3"}):
+        assert validate_record({**result, "data": {**result["data"], **bad}}, "ledger"), bad
+    for bad in ({"signal": "9"}, {"errno": 2.5}):
+        assert validate_record({**error, "data": {**error["data"], **bad}}, "ledger"), bad
 
 
 def test_schema_prints_each_schema(tmp_path: Path) -> None:

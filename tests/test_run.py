@@ -425,6 +425,20 @@ def test_secrets_in_the_command_line_and_the_output_never_reach_the_disk(tmp_pat
     assert {r["rule"] for r in result["redactions"]} >= {"github_token", "secret_assignment", "aws_access_key_id"}
 
 
+def test_a_secret_in_the_task_id_never_reaches_the_disk(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    res = run_cli(root, "run", "--agent", "ann", "--task", f"deploy {GH_TOKEN}", "--heartbeat", "0.1", "--",
+                  PY, "-c", "import time; time.sleep(0.4)")
+    assert res.returncode == 0, res.stderr
+    assert GH_TOKEN.encode() not in all_bytes(root)
+    evs = events(root, "ann")
+    assert {ev["type"] for ev in evs} == {"task_start", "heartbeat", "task_result"}
+    assert {ev["task"] for ev in evs} == {"deploy [REDACTED:github_token]"}
+    # Within 256 characters as given, but not once redacted: a usage error before anything runs.
+    res = run_cli(root, "run", "--agent", "bob", "--task", "t" * 240 + " password=abc", "--", PY, "-c", "pass")
+    assert res.returncode == 2 and not (root / "logs" / "ledger" / "bob").exists()
+
+
 def test_the_argument_after_a_secret_named_flag_is_redacted_only_when_it_is_one(tmp_path: Path) -> None:
     with open_ledger(tmp_path / "root", spool_dir=False) as led:
         result = run_command(led, "ann", [PY, "-c", "pass", "--pgpassword", "hunter2x", "--db-api-key", "k-1",
@@ -464,6 +478,27 @@ def test_a_secret_across_the_tail_cut_is_still_redacted(tmp_path: Path) -> None:
     tail = of_type(events(root, "ann"), "task_result")[0]["data"]["stdout_tail"]
     assert GH_TOKEN[4:].encode() not in all_bytes(root) and GH_TOKEN[8:] not in tail
     assert tail.endswith("b" * after) and len(tail.encode()) <= TAIL_BYTES
+
+
+def test_a_secret_cut_at_the_front_of_the_kept_output_is_not_recorded(tmp_path: Path) -> None:
+    """`cat` of five private keys: the output kept for the tail begins inside the second key (its BEGIN line
+    dropped), and the three whole keys after it shrink to markers. What is recorded is the end of the output,
+    redacted with the bytes before it in view, never the headless body of a key cut at the front."""
+    def key(n: int) -> str:
+        body = "\n".join(f"{n}{i:02d}".ljust(64, "Q") for i in range(50))
+        return f"-----BEGIN RSA PRIVATE KEY-----\n{body}\n-----END RSA PRIVATE KEY-----\n"
+
+    keys = "".join(key(n) for n in range(1, 6))
+    assert len(keys.encode()) - runner.TAIL_BYTES - runner.REDACT_WINDOW_BYTES > len(key(1).encode())
+    with open_ledger(tmp_path / "root", spool_dir=False) as led:
+        result = run_command(led, "ann", [PY, "-c", "import sys; sys.stdout.write(sys.argv[1])", keys],
+                             heartbeat=None, passthrough=False, cwd=tmp_path)
+    assert result.exit_code == 0 and result.stdout_bytes == len(keys.encode())
+    on_disk = all_bytes(tmp_path / "root")
+    for n in range(1, 6):
+        for i in range(50):
+            assert f"{n}{i:02d}QQQQ".encode() not in on_disk, f"line {i} of key {n} reached the disk"
+    assert result.stdout_tail.endswith("[REDACTED:private_key]\n")
 
 
 # --- files touched ----------------------------------------------------------------------------------------

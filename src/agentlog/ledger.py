@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from .errors import InvalidEvent, InvalidStreamName
 from .event import Event, comparable_ts, format_ts, parse_ts
 from .names import validate_stream_name
 from .schemas import LEDGER_TYPES, STATES
+from .validate import is_rfc3339 as _is_timestamp  # RFC 3339 with an offset; jsonschema is not imported
 
 if TYPE_CHECKING:
     from .log import EventLog
@@ -46,6 +48,10 @@ __all__ = ["Ledger", "fold", "in_order", "ledger_stream", "liveness", "open_ledg
 PREFIX = "ledger"
 #: Grace after a missed heartbeat deadline: half the declared interval, within these bounds (seconds).
 GRACE_MIN, GRACE_MAX = 5.0, 300.0
+#: The longest a heartbeat may promise the next one for (seconds): 366 days.
+NEXT_DUE_MAX = 366 * 86400.0
+#: The longest task id a ledger event may carry (the ledger schema's bound).
+TASK_MAX = 256
 
 
 def ledger_stream(agent: str) -> str:
@@ -76,14 +82,12 @@ class Ledger:
 
     def write(self, agent: str, type: str, *, task: str | None = None, data: Mapping[str, Any] | None = None,
               redactor: Redactor | None = None) -> Event:
-        """Append one ledger event (``redactor``: remove secrets from ``data`` first) and update
+        """Append one ledger event (``redactor``: remove secrets from ``data`` and ``task`` first) and update
         ``status.json``. An event the root could not take is spooled (``event.spooled``) and reaches
         ``status.json`` once it is replayed."""
         stream = ledger_stream(agent)
         if type not in LEDGER_TYPES:
             raise InvalidEvent(f"a ledger event's type is one of {', '.join(LEDGER_TYPES)}, got {type!r}")
-        if task is not None and (not isinstance(task, str) or not task):
-            raise InvalidEvent(f"task must be a non-empty string, got {task!r}")
         payload = dict(data or {})
         if type == "state_change" and payload.get("state") not in STATES:
             raise InvalidEvent(f"a state_change needs data.state, one of {', '.join(STATES)}")
@@ -92,25 +96,36 @@ class Ledger:
         if type == "task_result" and (not isinstance(payload.get("exit_code"), int)
                                       or isinstance(payload.get("exit_code"), bool)):
             raise InvalidEvent("a task_result needs data.exit_code (an integer)")
+        if type == "heartbeat" and "next_due" in payload and not _is_timestamp(payload["next_due"]):
+            raise InvalidEvent("a heartbeat's data.next_due is an RFC 3339 timestamp with an offset, "
+                               f"got {payload['next_due']!r}")
         fields: dict[str, Any] = {}
         if redactor is not None:
-            payload, redactions = redactor.redact(payload)
-            if redactions:
-                fields["redactions"] = redactions
+            payload, found = redactor.redact(payload)
+            counts = Counter({item["rule"]: item["count"] for item in found})
+            if isinstance(task, str):
+                task, found = redactor.redact(task)
+                counts.update({item["rule"]: item["count"] for item in found})
+            if counts:
+                fields["redactions"] = redactor.report(counts)
+        if task is not None and (not isinstance(task, str) or not task or len(task) > TASK_MAX):
+            raise InvalidEvent(f"task must be a string of 1-{TASK_MAX} characters, got {task!r}")
         ev = self.log.append(stream, type, actor=agent, data=payload, task=task, **fields)
         if not ev.spooled:
             self.status(agent)
         return ev
 
-    def heartbeat(self, agent: str, *, next_due: float | None = None, task: str | None = None) -> Event:
-        """A heartbeat; ``next_due`` (seconds) promises the next one within that time."""
+    def heartbeat(self, agent: str, *, next_due: float | None = None, task: str | None = None,
+                  redactor: Redactor | None = None) -> Event:
+        """A heartbeat; ``next_due`` (seconds) promises the next one within that time (``redactor``: as in
+        :meth:`write`)."""
         data: dict[str, Any] = {}
         if next_due is not None:
-            if not next_due > 0:
-                raise ValueError("next_due must be a positive number of seconds")
+            if not 0 < next_due <= NEXT_DUE_MAX:
+                raise ValueError(f"next_due must be a positive number of seconds, at most {NEXT_DUE_MAX:.0f}")
             data["interval_s"] = next_due
             data["next_due"] = format_ts(time.time_ns() + int(next_due * 1e9))
-        return self.write(agent, "heartbeat", task=task, data=data)
+        return self.write(agent, "heartbeat", task=task, data=data, redactor=redactor)
 
     # --- status.json ---------------------------------------------------------------------------------
 
@@ -229,7 +244,7 @@ def _fold(status: Mapping[str, Any] | None, events: Iterable[Event], agent: str,
         elif ev.type == "heartbeat":
             out["last_heartbeat"] = at
             due = ev.data.get("next_due")
-            out["next_heartbeat_due"] = due if isinstance(due, str) else None
+            out["next_heartbeat_due"] = _timestamp(due)
             if state == "offline":
                 state = "idle"
         if state != out["state"] or out["since"] is None:
@@ -276,18 +291,30 @@ def liveness(status: Mapping[str, Any], *, now: datetime | None = None,
              grace: float | None = None) -> str:
     """``"alive"``, ``"stale"`` (its own heartbeat deadline plus grace has passed), ``"offline"`` (it said so)
     or ``"unknown"`` (it never declared a deadline)."""
+    if grace is not None and not grace >= 0:
+        raise ValueError(f"grace must be a number of seconds, 0 or more, got {grace!r}")
     if status.get("state") == "offline":
         return "offline"
-    due = status.get("next_heartbeat_due")
-    if not isinstance(due, str):
+    due = _timestamp(status.get("next_heartbeat_due"))
+    if due is None:
         return "unknown"
-    due_at = datetime.fromisoformat(parse_ts(due))
+    due_at = datetime.fromisoformat(due)
     if grace is None:
-        last = status.get("last_heartbeat")
-        interval = (due_at - datetime.fromisoformat(parse_ts(last))).total_seconds() if isinstance(last, str) else 0
+        last = _timestamp(status.get("last_heartbeat"))
+        interval = (due_at - datetime.fromisoformat(last)).total_seconds() if last is not None else 0
         grace = min(GRACE_MAX, max(GRACE_MIN, interval / 2))
     current = now or datetime.now(UTC)
-    return "stale" if current > due_at + timedelta(seconds=grace) else "alive"
+    try:
+        deadline = due_at + timedelta(seconds=grace)
+    except OverflowError:  # a grace past year 9999: never stale
+        return "alive"
+    return "stale" if current > deadline else "alive"
+
+
+def _timestamp(value: Any) -> str | None:
+    """``value`` in canonical form if it is an RFC 3339 timestamp with an offset (a ``date-time`` of the
+    schemas, ``t`` and ``z`` in lower case too), else ``None``."""
+    return parse_ts(value.upper()) if _is_timestamp(value) else None
 
 
 def _load_status(data: bytes | None) -> dict[str, Any] | None:

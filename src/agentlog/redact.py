@@ -310,7 +310,9 @@ def _normal_field(name: str) -> str:
     return "_".join(_WORDS.findall(_CAMEL_LOWER.sub(r"\1_\2", _CAMEL_UPPER.sub(r"\1_\2", name)).lower()))
 
 
-def _apply(rule: Rule, text: str, counts: Counter[str]) -> str:
+def _apply(rule: Rule, text: str, counts: Counter[str], edits: list[tuple[int, int, int]] | None = None) -> str:
+    """``text`` with ``rule``'s matches replaced; ``edits`` receives each replaced span of ``text`` as
+    ``(start, end, length of the marker)``, in order."""
     marker = f"[REDACTED:{rule.name}]"
     found = 0
 
@@ -320,6 +322,8 @@ def _apply(rule: Rule, text: str, counts: Counter[str]) -> str:
         if start == end:  # an empty match (a custom rule's lookahead, an empty group) hides nothing
             return match.group(0)
         found += 1
+        if edits is not None:
+            edits.append((start, end, len(marker)))
         if rule.group == 0:
             return marker
         offset = match.start()

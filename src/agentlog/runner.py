@@ -17,7 +17,9 @@ command exited, by processes it left behind holding the pipes, is passed on for 
 Redaction. Everything recorded goes through :func:`agentlog.redact.default_redactor` (plus an argument that
 follows a secret-named flag, as in ``--password hunter2``). Each tail is redacted *before* it is cut to
 :data:`TAIL_BYTES`, with :data:`REDACT_WINDOW_BYTES` more bytes of output in view, so a secret crossing the cut
-is still recognised (unless it is longer than that window).
+is still recognised (unless it is longer than that window). When output before those bytes was dropped, they
+are context only: what is recorded is the redacted last :data:`TAIL_BYTES` of the output, never the bytes
+before it (they may begin in the middle of a secret).
 
 Signals. The command stays in our process group, so it remains in the terminal's foreground group (it can
 read the terminal and receives Ctrl-C itself). While it runs, SIGINT and SIGTERM sent to ``agentlog run`` are
@@ -57,7 +59,7 @@ from typing import IO, Any
 from .errors import AgentlogError
 from .event import Event, uuid7
 from .ledger import Ledger, ledger_stream, open_ledger
-from .redact import _SECRET_KEYS, Redactor, default_redactor
+from .redact import _SECRET_KEYS, Redactor, _apply, default_redactor
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
@@ -163,8 +165,10 @@ def run_command(ledger_or_root: Ledger | str | os.PathLike[str] | None, agent: s
     where = os.path.abspath(os.fspath(cwd)) if cwd is not None else os.getcwd()
     if not os.path.isdir(where):
         raise ValueError(f"no such directory: {where}")
-    recorder = _Recorder(ledger_or_root, agent, task, _RunRedactor(redactor or default_redactor()),
-                         warn or _warn_stderr, spool_dir)
+    run_redactor = _RunRedactor(redactor or default_redactor())
+    if len(run_redactor.redact_text(task)[0]) > 256:  # the marker may be longer than the secret
+        raise ValueError(f"a task id is at most 256 characters once redacted, got {task!r}")
+    recorder = _Recorder(ledger_or_root, agent, task, run_redactor, warn or _warn_stderr, spool_dir)
     try:
         return _run(recorder, argv, where, heartbeat or None, passthrough, stdout, stderr, forward_signals)
     finally:
@@ -239,7 +243,8 @@ def _run(rec: _Recorder, argv: list[str], cwd: str, heartbeat: float | None, pas
             "exit_code": result.exit_code, "signal": result.signal, "duration_s": result.duration_s,
             "files_touched": touched, "files_touched_truncated": truncated,
             "files_touched_method": result.files_touched_method,
-            "stdout_tail": _decode(out.tail), "stderr_tail": _decode(err.tail),
+            "stdout_tail": _Kept(out.tail, out.total > len(out.tail)),
+            "stderr_tail": _Kept(err.tail, err.total > len(err.tail)),
             "stdout_bytes": out.total, "stderr_bytes": err.total})
         result.files_touched, result.files_touched_truncated = recorded["files_touched"], truncated
         result.stdout_tail, result.stderr_tail = recorded["stdout_tail"], recorded["stderr_tail"]
@@ -315,7 +320,8 @@ class _Recorder:
         if self.ledger is None:
             return
         try:
-            self.events.append(self.ledger.heartbeat(self.agent, next_due=interval * 2, task=self.task))
+            self.events.append(self.ledger.heartbeat(self.agent, next_due=interval * 2, task=self.task,
+                                                     redactor=self.redactor))
         except (AgentlogError, OSError) as exc:
             if self._warned_heartbeat:
                 self.failed += 1
@@ -363,16 +369,52 @@ class _RunRedactor(Redactor):
 
     def redact(self, value: Any) -> tuple[Any, list[dict[str, Any]]]:
         counts: Counter[str] = Counter()
-        if isinstance(value, dict) and isinstance(value.get("command"), list):
-            value = {**value, "command": self._flag_values(value["command"], counts)}
+        kept: dict[str, _Kept] = {}
+        if isinstance(value, dict):
+            kept = {key: value[key] for key in _TAILS if isinstance(value.get(key), _Kept)}
+            value = {**value, **{key: "" for key in kept}}
+            if isinstance(value.get("command"), list):
+                value["command"] = self._flag_values(value["command"], counts)
         out, found = super().redact(value)
         for item in found:
             counts[item["rule"]] += item["count"]
         if isinstance(out, dict):
-            for key in ("stdout_tail", "stderr_tail"):
-                if isinstance(out.get(key), str):
+            for key in _TAILS:
+                if key in kept:
+                    out[key] = self._tail(kept[key], counts)
+                elif isinstance(out.get(key), str):
                     out[key] = _cut(out[key], TAIL_BYTES)
         return out, self.report(counts)
+
+    def _tail(self, kept: _Kept, counts: Counter[str]) -> str:
+        """The last :data:`TAIL_BYTES` of the output, redacted with the bytes kept before them in view. When
+        output before those was dropped, the kept bytes may begin inside a secret that no rule can recognise
+        any more (a PEM body without its BEGIN line), so they are context only, never recorded, even when the
+        secrets after them shrink to markers."""
+        raw = kept.data
+        if not kept.cut or len(raw) <= TAIL_BYTES:
+            text, start = _decode(raw), 0
+        else:
+            split = len(raw) - TAIL_BYTES
+            while split < len(raw) and 0x80 <= raw[split] < 0xC0:  # not inside a character
+                split += 1
+            context = _decode(raw[:split])
+            text, start = context + _decode(raw[split:]), len(context)
+        for rule in self.rules:
+            edits: list[tuple[int, int, int]] = []
+            text = _apply(rule, text, counts, edits)
+            # Where the recorded part begins now: moved by the replacements before it; a marker that
+            # replaced a secret across the boundary is recorded, so the part begins with it.
+            boundary, shift = start, 0
+            for begin, end, length in edits:
+                if begin >= start:
+                    break
+                if end > start:
+                    boundary = begin
+                    break
+                shift += length - (end - begin)
+            start = boundary + shift
+        return _cut(text[start:], TAIL_BYTES)
 
     def _flag_values(self, command: list[Any], counts: Counter[str]) -> list[Any]:
         out = list(command)
@@ -384,6 +426,17 @@ class _RunRedactor(Redactor):
                     out[i + 1] = joined[len(flag) + 1:]
                     counts.update(found)
         return out
+
+
+_TAILS = ("stdout_tail", "stderr_tail")
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """The bytes a :class:`_Pump` kept of one output, and whether output before them was dropped (``cut``)."""
+
+    data: bytes
+    cut: bool
 
 
 def _cut(text: str, limit: int) -> str:

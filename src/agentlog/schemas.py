@@ -60,10 +60,14 @@ _LEDGER_DATA: dict[str, dict[str, Any]] = {
         "duration_s": {"type": "number", "minimum": 0},
         "files_touched": {"type": "array", "items": {"type": "string"}},
         "files_touched_truncated": {"type": "boolean"},
+        "files_touched_method": {"enum": ["git", "mtime"]},
         "stdout_tail": {"type": "string"},
-        "stderr_tail": {"type": "string"}}},
+        "stderr_tail": {"type": "string"},
+        "stdout_bytes": {"type": "integer", "minimum": 0},
+        "stderr_bytes": {"type": "integer", "minimum": 0}}},
     "error": {"type": "object", "required": ["message"], "properties": {
-        "message": {"type": "string"}, "kind": {"type": "string"}}},
+        "message": {"type": "string"}, "kind": {"type": "string"}, "signal": {"type": "integer"},
+        "errno": {"type": "integer"}}},
     "heartbeat": {"type": "object", "properties": {
         "next_due": _TS, "interval_s": {"type": "number", "exclusiveMinimum": 0}}},
     "state_change": {"type": "object", "required": ["state"], "properties": {

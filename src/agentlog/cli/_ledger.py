@@ -40,14 +40,12 @@ _COLUMNS = ("AGENT", "STATE", "TASK", "SINCE", "LAST HEARTBEAT", "LIVENESS")
 
 def status(args: argparse.Namespace) -> int:
     with open_ledger(args.root) as led:
-        if args.rebuild:
-            statuses = led.rebuild()
-            if args.agent:
-                statuses = [s for s in statuses if s["agent"] == args.agent]
-        elif args.agent:
+        if args.agent:
             if args.agent not in led.agents():
                 raise Failure(f"no ledger for agent {args.agent!r}")
-            statuses = [led.status(args.agent)]
+            statuses = [led.status(args.agent, rebuild=args.rebuild)]
+        elif args.rebuild:
+            statuses = led.rebuild()
         else:
             statuses = led.statuses()
     rows = [(s, liveness(s, grace=args.grace)) for s in statuses]

@@ -272,7 +272,7 @@ def build_parser(only: str | None = None) -> Parser:
     p.add_argument("--task", metavar="ID", default=None, help="the task the event belongs to")
     p.add_argument("--data", metavar="JSON", default=None, help="the event's data as a JSON object")
     p.add_argument("--redact", action="store_true",
-                   help="replace secrets in --data with [REDACTED:<rule>] before writing")
+                   help="replace secrets in --data and --task with [REDACTED:<rule>] before writing")
 
     p = command("heartbeat", "_ledger:heartbeat", "record that an agent is alive",
                 "Append a heartbeat to AGENT's ledger. With --next-due N the agent promises\n"
