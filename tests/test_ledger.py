@@ -272,7 +272,7 @@ def test_an_event_replayed_late_never_overwrites_a_newer_state_task_or_heartbeat
     view folds each event where it happened, whether it is caught up incrementally, rebuilt or recreated."""
     log = led.log
     start = led.write("ann", "task_start", task="T-1")
-    beat = led.heartbeat("ann", next_due=60, task="T-1")
+    beat = led.heartbeat("ann", next_due=60)  # its own promise (one naming T-1 would end with T-1)
     done = led.write("ann", "task_result", task="T-1", data={"exit_code": 0})
     time.sleep(0.01)
     off = led.write("ann", "state_change", data={"state": "offline", "reason": "shut down"})
@@ -331,3 +331,30 @@ def test_a_ledger_event_spooled_while_the_root_was_unwritable_is_folded_where_it
         assert (st["state"], st["task"], st["through_seq"]) == ("offline", None, 5)
         assert st["since"] == off.ts and st["last_heartbeat"] == stored[4].extra["spooled_at"]
         assert led.rebuild() == [st]
+
+
+def test_a_tasks_heartbeats_stop_promising_when_the_task_ends(tmp_path: Path) -> None:
+    """Heartbeats that name a task (agentlog run's) promise only while it runs: after its task_result the agent
+    is idle with no deadline (liveness unknown), never stale; an agent's own heartbeats keep their promise."""
+    from datetime import UTC, datetime, timedelta
+
+    from agentlog.ledger import liveness, open_ledger
+    from agentlog.validate import validate_files
+
+    later = datetime.now(UTC) + timedelta(hours=1)
+    with open_ledger(tmp_path) as ledger:
+        ledger.write("runner", "task_start", task="T-1")
+        ledger.heartbeat("runner", next_due=30, task="T-1")
+        assert liveness(ledger.status("runner")) == "alive"
+        ledger.write("runner", "task_result", task="T-1", data={"exit_code": 0})
+        done = ledger.status("runner")
+        assert (done["state"], done["next_heartbeat_due"]) == ("idle", None)
+        assert liveness(done, now=later) == "unknown"
+
+        ledger.heartbeat("self", next_due=30)  # the agent's own promise, not a task's
+        ledger.write("self", "task_start", task="T-2")
+        ledger.write("self", "task_result", task="T-2", data={"exit_code": 0})
+        assert liveness(ledger.status("self"), now=later) == "stale"
+        assert ledger.rebuild() == [ledger.status("runner"), ledger.status("self")]
+    statuses = sorted(str(p) for p in (tmp_path / "agents").glob("*/status.json"))
+    assert [p for p in validate_files(statuses, status=True)] == []

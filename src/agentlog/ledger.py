@@ -233,6 +233,10 @@ def _fold(status: Mapping[str, Any] | None, events: Iterable[Event], agent: str,
             state, out["task"] = "busy", task
         elif ev.type == "task_result":
             state, out["task"] = "idle", None
+            if task is not None and out.get("heartbeat_task") == task:
+                # The heartbeats were the task's (agentlog run beats while its command runs): its end withdraws
+                # their promise, or an agent idle after a run would turn stale one interval later.
+                out["next_heartbeat_due"] = out["heartbeat_task"] = None
         elif ev.type == "error":
             state = "error"
             message = ev.data.get("message")
@@ -245,6 +249,7 @@ def _fold(status: Mapping[str, Any] | None, events: Iterable[Event], agent: str,
             out["last_heartbeat"] = at
             due = ev.data.get("next_due")
             out["next_heartbeat_due"] = _timestamp(due)
+            out["heartbeat_task"] = task
             if state == "offline":
                 state = "idle"
         if state != out["state"] or out["since"] is None:

@@ -109,6 +109,7 @@ STATUS: dict[str, Any] = {
             "properties": {"ts": _TS, "message": {"type": "string"}, "task": {"type": ["string", "null"]}}}]},
         "through_seq": {"type": "integer", "minimum": 0},
         "last_event": _TS_OR_NULL,
+        "heartbeat_task": {"type": ["string", "null"]},
     },
     "additionalProperties": False,
 }
