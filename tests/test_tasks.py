@@ -178,6 +178,8 @@ def test_the_task_commands(tmp_path: Path) -> None:
     assert res.returncode == 1 and "held by ann" in res.stderr
     res = cli(tmp_path, "done", first, "--token", str(int(token) - 1))
     assert res.returncode == 1 and "stale token" in res.stderr
+    res = cli(tmp_path, "done", first, "--agent", "bob")  # bob lost the race: he cannot finish ann's claim
+    assert res.returncode == 1 and "held by ann, not bob" in res.stderr
     assert cli(tmp_path, "done", first, "--token", token, "--output", '{"pr": 7}').returncode == 0
     assert cli(tmp_path, "update", second, "--set", "title=build it well", "--set", "inputs={\"n\": 2}").returncode == 0
     listed = cli(tmp_path, "list", "--status", "done", "--json").stdout.splitlines()

@@ -350,7 +350,8 @@ def build_parser(only: str | None = None) -> Parser:
                 "  ready         unowned tasks whose dependencies are all done\n"
                 "  claim ID      claim for --agent A; prints the fencing token; exit 1 when\n"
                 "                someone else holds it or it is not ready\n"
-                "  done ID       complete a claimed task (--token N, --output JSON)\n"
+                "  done ID       complete a claimed task (--token N, or --agent A: only if A\n"
+                "                holds it; --output JSON)\n"
                 "  update ID     change fields (--set key=value..., --expect-version N)\n"
                 "  show ID       the task and its history from the stream\n"
                 "  graph         a picture of the graph (--format text|mermaid|dot)\n"
@@ -369,7 +370,8 @@ def build_parser(only: str | None = None) -> Parser:
     p.add_argument("--input", metavar="JSON", default=None, help="add: the task's inputs, a JSON object")
     p.add_argument("--status", metavar="S", action="append", default=None,
                    help="list: only tasks with this status (repeatable; default: open and claimed)")
-    p.add_argument("--agent", metavar="A", default=None, help="claim: the agent claiming the task")
+    p.add_argument("--agent", metavar="A", default=None,
+                   help="claim: the agent claiming the task; done without --token: only if A holds it")
     p.add_argument("--token", metavar="N", type=_non_negative, default=None,
                    help="done: the fencing token from claim (default: the current claim's)")
     p.add_argument("--output", metavar="JSON", default=None, help="done: the task's outputs, a JSON object")

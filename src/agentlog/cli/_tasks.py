@@ -64,7 +64,10 @@ def _done(graph: TaskGraph, args: argparse.Namespace) -> int:
         current = graph.get(args.id)
         if current["status"] != "claimed":
             raise Failure(f"task {args.id!r} is {current['status']}, not claimed: claim it first")
-        token = current["token"]
+        if args.agent is not None and current["owner"] != args.agent:
+            # The fencing --token gives, for a caller that kept only its name: it may finish only its own claim.
+            raise Failure(f"task {args.id!r} is held by {current['owner']}, not {args.agent}")
+        token = current["token"]  # this claim's token: if the claim changes before complete(), it is refused
     node = graph.complete(args.id, token=token, outputs=json_object_option(args.output, "--output"))
     write_line(dumps(node) if args.json else f"{node['id']} done")
     return 0
