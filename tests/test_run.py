@@ -390,6 +390,7 @@ def test_usage_errors_exit_2_before_anything_is_written(tmp_path: Path) -> None:
     root = tmp_path / "root"
     for args in (["run", "--agent", "ann"], ["run", "--agent", "ann", "--"], ["run", "--agent", "a/b", "--", "true"],
                  ["run", "--agent", "ann", "--heartbeat", "-1", "--", "true"],
+                 ["run", "--agent", "ann", "--heartbeat", "1e-9", "--", "true"],
                  ["run", "--agent", "ann", "--task", "", "--", "true"], ["run", "--", "true"]):
         res = run_cli(root, *args)
         assert res.returncode == 2, (args, res.stderr)

@@ -97,6 +97,7 @@ DRAIN_GRACE = 2.0
 
 _GIT_TIMEOUT = 10.0
 _HEARTBEAT_MAX = 86400.0
+_HEARTBEAT_MIN = 0.01  # each heartbeat is an fsynced append: 1e-9 would be a busy loop of them
 _HASH_MAX_BYTES = 1 << 20  # larger files are compared by size and mtime
 _HASH_BUDGET = 64 << 20  # bytes hashed before a run, at most
 _SI_KERNEL = 0x80  # Linux: the kernel (the tty's line discipline) sent the signal
@@ -160,8 +161,9 @@ def run_command(ledger_or_root: Ledger | str | os.PathLike[str] | None, agent: s
         task = uuid7()
     elif not isinstance(task, str) or not task or len(task) > 256 or not task.isprintable():
         raise ValueError(f"a task id is 1-256 printable characters, got {task!r}")
-    if heartbeat is not None and not 0 <= heartbeat <= _HEARTBEAT_MAX:
-        raise ValueError(f"heartbeat must be 0 to {_HEARTBEAT_MAX:.0f} seconds (0 or None: no heartbeats)")
+    if heartbeat is not None and not (heartbeat == 0 or _HEARTBEAT_MIN <= heartbeat <= _HEARTBEAT_MAX):
+        raise ValueError(f"heartbeat must be {_HEARTBEAT_MIN} to {_HEARTBEAT_MAX:.0f} seconds (0 or None: no "
+                         "heartbeats)")
     where = os.path.abspath(os.fspath(cwd)) if cwd is not None else os.getcwd()
     if not os.path.isdir(where):
         raise ValueError(f"no such directory: {where}")

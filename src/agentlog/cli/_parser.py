@@ -326,7 +326,7 @@ def build_parser(only: str | None = None) -> Parser:
     p.add_argument("--agent", metavar="A", required=True, help="the agent whose ledger records the run")
     p.add_argument("--task", metavar="ID", default=None, help="the task id (default: a new UUIDv7)")
     p.add_argument("--heartbeat", metavar="SECONDS", type=float, default=None,
-                   help="seconds between heartbeats while CMD runs (default: 30; 0: none)")
+                   help="seconds between heartbeats while CMD runs (default: 30, at least 0.01; 0: none)")
     p.add_argument("command", metavar="CMD", nargs=argparse.REMAINDER,
                    help="the command and its arguments, after '--'")
 
