@@ -28,8 +28,8 @@ _LAZY = {"EventDropped", "EventWriter", "Verbosity", "WriteMode", "should_log_ev
 
 
 def __getattr__(name: str) -> object:
-    # The writer pulls in concurrent.futures and a thread; `agentlog append` in a shell loop must not pay
-    # for them, so it is imported on first use.
+    # The writer (enum, its thread, asyncio on first aemit) is imported on first use: `agentlog append` in a
+    # shell loop must not pay for it.
     if name in _LAZY:
         from . import writer
 
