@@ -313,3 +313,13 @@ def test_save_graph_changes_versions_and_tokens_so_compare_and_set_and_fencing_s
     with pytest.raises(InvalidEvent, match="owner"):
         graph.save_graph({"tasks": [{"id": "p", "status": "claimed"}]})
     assert graph.load_graph() == before and graph.rebuild() == before
+
+
+def test_a_mermaid_picture_survives_any_title() -> None:
+    from agentlog.cli._tasks import render_graph
+
+    tasks = [{"id": "a", "title": 'two\nlines "quoted"', "status": "open", "dependency_ids": [], "parent_id": None},
+             {"id": "b/c", "title": "x", "status": "open", "dependency_ids": ["a"], "parent_id": "a"}]
+    lines = render_graph(tasks, "mermaid").splitlines()
+    assert lines == ["flowchart TD", '    t_a["a: two lines #quot;quoted#quot;"]', '    t_b_2f_c["b/c: x"]',
+                     "    t_a --> t_b_2f_c", "    t_a -.-> t_b_2f_c"]

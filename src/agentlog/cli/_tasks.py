@@ -127,7 +127,7 @@ def render_graph(tasks: list[dict[str, Any]], fmt: str) -> str:
     if fmt == "mermaid":
         lines = ["flowchart TD"]
         for t in tasks:
-            label = _label(t).replace('"', "#quot;")
+            label = " ".join(_label(t).split()).replace('"', "#quot;")  # a line break would end the statement
             lines.append(f'    {_node(t["id"])}["{label}"]')
         for t in tasks:
             lines += [f"    {_node(d)} --> {_node(t['id'])}" for d in t["dependency_ids"]]
