@@ -48,6 +48,22 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _json
+from ._spoolfiles import (
+    check_trusted,
+    drop_stale_tmp,
+    entry_key,
+    errname,
+    escape,
+    fsbytes,
+    pending_names,
+    realpath,
+    text,
+    untrusted,
+    warn_skipped,
+    write_file,
+)
+from ._spoolstate import BACKOFF_BASE, BACKOFF_CAP, backoff_delay, due, empty_state, next_due, read_state, write_state
+from ._spoolstate import backoff_delay as _backoff_delay  # noqa: F401  (the tests' name for it)
 from .backends import _fs as fs
 from .errors import AgentlogError, InvalidEvent, InvalidStreamName, StorageError
 from .event import Draft, Event, format_ts, make_draft, now_ts, parse_ts
@@ -65,10 +81,8 @@ SPOOL_ENV = "AGENTLOG_SPOOL"
 #: A lock timeout is retried this many times in all (with a short backoff) before the event is spooled.
 LOCK_ATTEMPTS = 3
 LOCK_BACKOFF = 0.1
-#: After a stream's replay fails, the automatic replay leaves it alone this many seconds, doubling with each
-#: failure in a row up to :data:`BACKOFF_CAP`.
-BACKOFF_BASE = 5.0
-BACKOFF_CAP = 300.0
+# BACKOFF_BASE and BACKOFF_CAP (how long the automatic replay leaves a failing stream alone) are defined with the
+# backoff state, in _spoolstate, and are public here.
 _OFF = frozenset(("off", "0", "false", "no", "none"))
 # Replay looks for ids already in a stream from this long before the oldest record's first attempt, so a
 # wall clock stepped back by NTP cannot hide a copy that did land.
@@ -76,9 +90,6 @@ _CLOCK_SLACK_SECONDS = 300.0
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # What `put` names a pending file; anything else found in pending/ is not replayed.
 _PENDING_NAME = re.compile(r"[0-9]{20}-[0-9]+-[0-9a-f]{8}\.jsonl")
-_STALE_TMP_NS = 3600 * 10**9
-_STATE = "backoff.json"
-_STATE_MAX_BYTES = 1 << 20
 # The last pending-file timestamp this process used: its own spooled batches are named in order even if the
 # wall clock steps back.
 _LAST_NS = [0]
@@ -118,7 +129,7 @@ class SpoolStatus:
         self.backoff: dict[str, dict[str, Any]] = {}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": _text(self.path), "root": _text(self.root), "records": self.records, "files": self.files,
+        return {"path": text(self.path), "root": text(self.root), "records": self.records, "files": self.files,
                 "streams": self.streams, "oldest": self.oldest, "quarantined": self.quarantined,
                 "skipped": self.skipped, "backoff": self.backoff}
 
@@ -164,12 +175,12 @@ class Spool:
     """The spool of one root."""
 
     def __init__(self, directory: str, root: str, *, file_mode: int = 0o600, dir_mode: int = 0o700) -> None:
-        self.root = _realpath(root)
-        self.directory = _realpath(directory)
+        self.root = realpath(root)
+        self.directory = realpath(directory)
         if self.directory == self.root or self.directory.startswith(self.root.rstrip(os.sep) + os.sep):
             raise ValueError(f"the spool ({directory}) must be outside the log's root ({root}): it is where "
                              "events wait when the root cannot be written")
-        self.key = _escape(self.root)
+        self.key = escape(self.root)
         self.path = os.path.join(self.directory, self.key)
         # The spool is private to its user whatever modes the log's files get: others may not plant records.
         self.file_mode = (file_mode & 0o700) | 0o600
@@ -188,7 +199,7 @@ class Spool:
         """Fsync ``drafts`` into the spool as one file and return them as spooled events; raises
         :class:`StorageError` if the spool cannot take them either."""
         spooled_at = now_ts()
-        reason = _json.dumps(_text(str(error)))
+        reason = _json.dumps(text(str(error)))
         lines = b"".join(b'{"id":"%s","attempted_at":"%s","spooled_at":"%s","error":%s,"event":%s}\n'
                          % (d.id.encode(), attempted_at.encode(), spooled_at.encode(), reason, d.body)
                          for d in drafts)
@@ -202,7 +213,7 @@ class Spool:
         finally:
             os.close(top)
         try:
-            _write_file(dir_fd, name, lines, self.file_mode, os.path.join(self.path, "pending", name))
+            write_file(dir_fd, name, lines, self.file_mode, os.path.join(self.path, "pending", name))
         finally:
             os.close(dir_fd)
         events = []
@@ -230,7 +241,7 @@ class Spool:
             return None
         if mtime == self._empty_mtime:
             return None
-        names = _pending_names(pending_dir)
+        names = pending_names(pending_dir)
         if names:
             return mtime, names
         # A directory's mtime has the kernel's clock-tick resolution: trust "empty" only once it is old
@@ -262,11 +273,11 @@ class Spool:
             report = self.replay(log, wait=None, backoff=True)
         except Exception as exc:  # whatever went wrong, the append itself succeeded
             self._auto_failures += 1
-            self._auto_after = time.monotonic() + _backoff_delay(self._auto_failures, self.backoff_base,
-                                                                 self.backoff_cap)
+            self._auto_after = time.monotonic() + backoff_delay(self._auto_failures, self.backoff_base,
+                                                                self.backoff_cap)
             logging.getLogger("agentlog").warning(
                 "agentlog: warning: the spooled events could not be replayed (%s); they stay in %s",
-                _text(str(exc)), self.path)
+                text(str(exc)), self.path)
             return
         self._auto_failures = 0
         if report._failed_now:
@@ -283,13 +294,13 @@ class Spool:
         if top is None:
             return None
         try:
-            state = self._read_state(top)
+            state = read_state(top)
         finally:
             os.close(top)
         held = state["held"]
-        if not held or not all(_key(name) in held for name in names):
+        if not held or not all(entry_key(name) in held for name in names):
             return None
-        until = _next_due(state, now, self.backoff_cap)
+        until = next_due(state, now, self.backoff_cap)
         return until if until is not None and now < until else None
 
     # --- reading the spool ---------------------------------------------------------------------------
@@ -300,11 +311,11 @@ class Spool:
         if top is None:
             return out
         try:
-            state = self._read_state(top)
+            state = read_state(top)
             now = time.time()
             for stream, item in state["streams"].items():
                 out.backoff[stream] = {"failures": item["failures"],
-                                       "retry_at": format_ts(int(_due(item, now, self.backoff_cap) * 1e9)),
+                                       "retry_at": format_ts(int(due(item, now, self.backoff_cap) * 1e9)),
                                        "error": item["error"]}
             pending_fd = self._open_sub(top, "pending", create=False)
             if pending_fd is not None:
@@ -386,10 +397,10 @@ class Spool:
     def _replay_locked(self, log: EventLog, backend: Backend, top: int, report: ReplayReport,
                        honour_backoff: bool) -> None:
         now = time.time()
-        state = self._read_state(top)
+        state = read_state(top)
         run = _Run(log, backend, report)
         if honour_backoff:
-            run.deferred = {s for s, item in state["streams"].items() if now < _due(item, now, self.backoff_cap)}
+            run.deferred = {s for s, item in state["streams"].items() if now < due(item, now, self.backoff_cap)}
         left: list[str] = []  # names still in pending/ afterwards
         skipped_now: dict[str, str] = {}
         waiting_entries: dict[str, dict[str, Any]] = {}
@@ -399,17 +410,17 @@ class Spool:
             try:
                 names = self._names(pending_fd, tidy=True)
                 for name in names:
-                    item = state["entries"].get(_key(name))
-                    if honour_backoff and item is not None and now < _due(item, now, self.backoff_cap):
-                        waiting_entries[_key(name)] = item
-                        report.skipped[_text(name)] = item["error"]
+                    item = state["entries"].get(entry_key(name))
+                    if honour_backoff and item is not None and now < due(item, now, self.backoff_cap):
+                        waiting_entries[entry_key(name)] = item
+                        report.skipped[text(name)] = item["error"]
                         left.append(name)
                         continue
                     try:
                         records = self._read_entry(pending_fd, name)
                     except _Skip as why:
-                        skipped_now[_key(name)] = report.skipped[_text(name)] = str(why)
-                        _warn_skipped(os.path.join(display, name), str(why))
+                        skipped_now[entry_key(name)] = report.skipped[text(name)] = str(why)
+                        warn_skipped(os.path.join(display, name), str(why))
                         left.append(name)
                         continue
                     if records is None:
@@ -417,8 +428,8 @@ class Spool:
                     keep, changed = self._replay_file(run, top, name, records)
                     if changed:
                         if keep:
-                            _write_file(pending_fd, name, b"".join(keep), self.file_mode,
-                                        os.path.join(display, name), replace=True)
+                            write_file(pending_fd, name, b"".join(keep), self.file_mode,
+                                       os.path.join(display, name), replace=True)
                         else:
                             try:
                                 os.unlink(name, dir_fd=pending_fd)
@@ -436,7 +447,7 @@ class Spool:
         for stream in run.deferred & run.seen:
             item = state["streams"][stream]
             report.errors[stream] = (f"backing off after {item['failures']} failed replay(s), due again at "
-                                     f"{format_ts(int(_due(item, now, self.backoff_cap) * 1e9))}: "
+                                     f"{format_ts(int(due(item, now, self.backoff_cap) * 1e9))}: "
                                      f"{item['error']}")
         report.errors.update(run.failed)
         report._failed_now = bool(run.failed or skipped_now)
@@ -445,21 +456,21 @@ class Spool:
         for stream, error in run.failed.items():
             failures = state["streams"].get(stream, {}).get("failures", 0) + 1
             streams[stream] = {"failures": failures, "error": error,
-                               "until": now + _backoff_delay(failures, self.backoff_base, self.backoff_cap)}
+                               "until": now + backoff_delay(failures, self.backoff_base, self.backoff_cap)}
         entries = dict(waiting_entries)
         for key, error in skipped_now.items():
             failures = state["entries"].get(key, {}).get("failures", 0) + 1
             entries[key] = {"failures": failures, "error": error,
-                            "until": now + _backoff_delay(failures, self.backoff_base, self.backoff_cap)}
-        new = {"streams": streams, "entries": entries, "held": sorted(_key(n) for n in left)} \
-            if streams or entries else _empty_state()
+                            "until": now + backoff_delay(failures, self.backoff_base, self.backoff_cap)}
+        new = {"streams": streams, "entries": entries, "held": sorted(entry_key(n) for n in left)} \
+            if streams or entries else empty_state()
         if new != state:
             try:
-                self._write_state(top, new)
+                write_state(top, new, file_mode=self.file_mode, path=self.path)
             except StorageError as exc:  # what was replayed stays replayed; only the backoff is forgotten
                 import logging
 
-                logging.getLogger("agentlog").warning("agentlog: warning: %s", _text(str(exc)))
+                logging.getLogger("agentlog").warning("agentlog: warning: %s", text(str(exc)))
 
     def _replay_file(self, run: _Run, top: int, name: str,
                      records: list[tuple[int, bytes, Any]]) -> tuple[list[bytes], bool]:
@@ -474,7 +485,7 @@ class Spool:
                     raise InvalidEvent("the record is not a JSON object")
                 draft = _draft_of(rec, run.log.max_event_bytes)
             except (InvalidEvent, InvalidStreamName, TypeError, ValueError, RecursionError) as exc:
-                self._quarantine(top, name, line_no, rec, _text(str(exc)))
+                self._quarantine(top, name, line_no, rec, text(str(exc)))
                 report.quarantined += 1
                 changed = True
                 continue
@@ -503,7 +514,7 @@ class Spool:
                 ids.update(batch)  # only once they are in the log (and on disk)
                 changed = True
             except (OSError, AgentlogError) as exc:
-                run.failed[stream] = _text(str(exc))
+                run.failed[stream] = text(str(exc))
                 keep.extend((line_no, raw) for line_no, raw, _d, _a in items)
         keep.sort()
         report.remaining += len(keep)
@@ -515,7 +526,7 @@ class Spool:
         try:
             raw = rec if isinstance(rec, str) else _json.dumps(rec).decode()
             fs.append_quarantine(dir_fd, "spool.jsonl",
-                                 {"ts": now_ts(), "reason": why, "source": f"pending/{_text(name)}",
+                                 {"ts": now_ts(), "reason": why, "source": f"pending/{text(name)}",
                                   "line": line_no, "record": raw},
                                  file_mode=self.file_mode, timeout=10.0,
                                  display=os.path.join(self.path, "quarantine", "spool.jsonl"))
@@ -531,7 +542,7 @@ class Spool:
         for name in sorted(os.listdir(dir_fd)):
             if name.startswith("."):
                 if tidy and name.endswith(".tmp"):
-                    _drop_stale_tmp(dir_fd, name, now)
+                    drop_stale_tmp(dir_fd, name, now)
                 continue
             out.append(name)
         return out
@@ -549,8 +560,8 @@ class Spool:
             try:
                 records = self._read_entry(dir_fd, name)
             except _Skip as why:
-                skipped[_text(name)] = str(why)
-                _warn_skipped(os.path.join(self.path, "pending", name), str(why))
+                skipped[text(name)] = str(why)
+                warn_skipped(os.path.join(self.path, "pending", name), str(why))
                 continue
             if records is not None:
                 yield name, records
@@ -567,19 +578,19 @@ class Spool:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise _Skip("a symlink, which is never followed in the spool") from None
-            raise _Skip(f"cannot open it: {_errname(exc)}") from None
+            raise _Skip(f"cannot open it: {errname(exc)}") from None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise _Skip("not a regular file (a directory, FIFO or device)")
-            why = _untrusted(st)
+            why = untrusted(st)
             if why:
                 raise _Skip(f"not replayed: it {why}")
             chunks = []
             while chunk := os.read(fd, 1 << 20):
                 chunks.append(chunk)
         except OSError as exc:
-            raise _Skip(f"cannot read it: {_errname(exc)}") from None
+            raise _Skip(f"cannot read it: {errname(exc)}") from None
         finally:
             os.close(fd)
         records: list[tuple[int, bytes, Any]] = []
@@ -630,7 +641,7 @@ class Spool:
         if top is None:
             return None
         try:
-            _check_trusted(top, self.path)
+            check_trusted(top, self.path)
             if create:
                 self._write_root_note(top)
         except BaseException:
@@ -643,7 +654,7 @@ class Spool:
         fd = fs.open_dir(top, [name], create=create, dir_mode=self.dir_mode, display=display)
         if fd is not None:
             try:
-                _check_trusted(fd, display)
+                check_trusted(fd, display)
             except BaseException:
                 os.close(fd)
                 raise
@@ -659,43 +670,9 @@ class Spool:
         except OSError as exc:
             raise StorageError.from_oserror(exc, "cannot write the spool's ROOT note", self.path) from None
         try:
-            os.write(fd, _fsbytes(self.root) + b"\n")
+            os.write(fd, fsbytes(self.root) + b"\n")
         finally:
             os.close(fd)
-
-    def _read_state(self, top: int) -> dict[str, Any]:
-        """``backoff.json``, checked; a missing, damaged or untrusted one counts as no backoff at all."""
-        try:
-            fd = os.open(_STATE, fs.READ_FLAGS, dir_fd=top)
-        except OSError:
-            return _empty_state()
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or _untrusted(st) or st.st_size > _STATE_MAX_BYTES:
-                return _empty_state()
-            data = os.read(fd, _STATE_MAX_BYTES + 1)
-        except OSError:
-            return _empty_state()
-        finally:
-            os.close(fd)
-        try:
-            return _checked_state(_json.loads(data))
-        except (ValueError, RecursionError):
-            return _empty_state()
-
-    def _write_state(self, top: int, state: dict[str, Any]) -> None:
-        """Replace ``backoff.json`` (not fsynced: losing it to a crash only brings a retry forward)."""
-        display = os.path.join(self.path, _STATE)
-        if not state["streams"] and not state["entries"]:
-            try:
-                os.unlink(_STATE, dir_fd=top)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise StorageError.from_oserror(exc, "cannot update the spool's backoff state", display) \
-                    from None
-            return
-        _write_file(top, _STATE, _json.dumps(state), self.file_mode, display, replace=True, sync=False)
 
 
 class _Run:
@@ -753,69 +730,6 @@ def _durable_backend(backend: Backend) -> tuple[Backend, Any]:
     return twin, twin
 
 
-def _check_trusted(fd: int, display: str) -> None:
-    try:
-        st = os.fstat(fd)
-    except OSError as exc:
-        raise StorageError.from_oserror(exc, "cannot check the spool", display) from None
-    why = _untrusted(st)
-    if why:
-        raise StorageError(f"refusing the spool: {display} {why}; what a spool holds is appended to the log, so "
-                           "only its owner may be able to write it", path=display)
-
-
-def _untrusted(st: os.stat_result) -> str | None:
-    """Why a spool entry with this ``stat`` cannot be trusted, or ``None``: it must belong to the effective
-    user and be writable by nobody else."""
-    uid = os.geteuid()
-    if st.st_uid != uid:
-        return f"is owned by uid {st.st_uid}, not by this user (uid {uid})"
-    if st.st_mode & 0o022:
-        return f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
-    return None
-
-
-def _empty_state() -> dict[str, Any]:
-    return {"streams": {}, "entries": {}, "held": []}
-
-
-def _checked_state(data: Any) -> dict[str, Any]:
-    """The parts of a loaded ``backoff.json`` that have the right shape."""
-    out = _empty_state()
-    if not isinstance(data, dict):
-        return out
-    for part in ("streams", "entries"):
-        items = data.get(part)
-        if not isinstance(items, dict):
-            continue
-        for key, item in items.items():
-            if isinstance(item, dict) and type(item.get("failures")) is int and item["failures"] > 0 \
-                    and type(item.get("until")) in (int, float) and isinstance(item.get("error"), str):
-                out[part][key] = {"failures": item["failures"], "error": item["error"],
-                                  "until": float(item["until"])}
-    held = data.get("held")
-    if isinstance(held, list):
-        out["held"] = [name for name in held if isinstance(name, str)]
-    return out
-
-
-def _backoff_delay(failures: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
-    """Seconds to leave a stream alone after ``failures`` failed replays in a row: base, 2 x base, ... cap."""
-    return float(min(cap, base * 2 ** min(max(failures, 1) - 1, 32)))
-
-
-def _due(item: dict[str, Any], now: float, cap: float) -> float:
-    """When a backing-off item is due. A time further away than the cap means the clock was stepped back:
-    due now rather than waiting for the clock to catch up."""
-    until: float = item["until"]
-    return now if until - now > cap else until
-
-
-def _next_due(state: dict[str, Any], now: float, cap: float) -> float | None:
-    times = [_due(item, now, cap) for part in ("streams", "entries") for item in state[part].values()]
-    return min(times) if times else None
-
-
 def _window_start(attempted_at: Any) -> str | None:
     """Where to look for copies of a record first tried at ``attempted_at`` (``None``: the whole stream)."""
     if not isinstance(attempted_at, str):
@@ -826,80 +740,6 @@ def _window_start(attempted_at: Any) -> str | None:
         return parse_ts(datetime.fromisoformat(attempted_at) - timedelta(seconds=_CLOCK_SLACK_SECONDS))
     except (ValueError, OverflowError):
         return None
-
-
-def _warn_skipped(path: str, why: str) -> None:
-    import logging
-
-    logging.getLogger("agentlog").warning("agentlog: warning: skipping %s in the spool: %s", _text(path), why)
-
-
-def _errname(exc: OSError) -> str:
-    name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-    return f"{name}: {os.strerror(exc.errno)}" if exc.errno else str(exc)
-
-
-def _text(value: str) -> str:
-    """``value`` as valid UTF-8 text (undecodable bytes of a path as ``\\udcXX`` escapes), for JSON and
-    messages."""
-    return value.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _key(name: str) -> str:
-    """A directory entry's name as JSON can hold it, whatever its bytes (one character per byte)."""
-    return _fsbytes(name).decode("latin-1")
-
-
-def _fsbytes(value: str) -> bytes:
-    try:
-        return os.fsencode(value)
-    except UnicodeEncodeError:  # a lone surrogate that no file name decodes to
-        return value.encode("utf-8", "backslashreplace")
-
-
-def _realpath(path: str | os.PathLike[str]) -> str:
-    try:
-        return os.path.realpath(path)
-    except (UnicodeEncodeError, ValueError):
-        return os.path.abspath(path)
-
-
-def _escape(root: str) -> str:
-    """The root's path as one readable directory name (``/srv/log`` -> ``%2Fsrv%2Flog``).
-
-    Bytes of the path that are not UTF-8 (``\\udcXX`` after decoding) and control characters are escaped as
-    ``%XX`` too; a name too long for a directory entry keeps its start and ends in a hash of the whole."""
-    out = []
-    for ch in root:
-        code = ord(ch)
-        if ch == "%":
-            out.append("%25")
-        elif ch == "/":
-            out.append("%2F")
-        elif 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, as os.fsdecode carries it
-            out.append(f"%{code - 0xDC00:02X}")
-        elif 0xD800 <= code <= 0xDFFF:
-            out.append(f"%u{code:04X}")
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"%{code:02X}")
-        else:
-            out.append(ch)
-    name = "".join(out)
-    if len(name) > 200 or len(name.encode()) > 255:
-        import hashlib
-
-        prefix = name[:100]
-        while len(prefix.encode()) > 200:
-            prefix = prefix[:-1]
-        name = prefix + "%" + hashlib.sha256(root.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    return name
-
-
-def _pending_names(pending_dir: str) -> list[str]:
-    try:
-        return [n for n in os.listdir(pending_dir) if not n.startswith(".")]
-    except OSError:
-        return []
 
 
 def _record_stream(rec: dict[str, Any]) -> str | None:
@@ -930,40 +770,3 @@ def _draft_of(rec: dict[str, Any], max_event_bytes: int) -> Draft:
     draft = make_draft(stream, etype, data=data, actor=actor, fields=fields, max_event_bytes=max_event_bytes)
     draft.id = rid
     return draft
-
-
-def _write_file(dir_fd: int, name: str, data: bytes, file_mode: int, display: str, *,
-                replace: bool = False, sync: bool = True) -> None:
-    """Write ``name`` whole or not at all: a private temp file, fsync, rename (and, for a new name, fsync the
-    directory; ``replace`` leaves that to the caller). ``sync=False`` skips both fsyncs."""
-    tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, file_mode,
-                     dir_fd=dir_fd)
-        try:
-            os.fchmod(fd, file_mode)
-            fs.write_all(fd, data, 0, display)
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        if sync and not replace:
-            fs.fsync_dir(dir_fd, display)
-    except OSError as exc:
-        try:
-            os.unlink(tmp, dir_fd=dir_fd)
-        except OSError:
-            pass
-        if isinstance(exc, StorageError):
-            raise
-        raise StorageError.from_oserror(exc, "cannot write to the spool", display) from None
-
-
-def _drop_stale_tmp(dir_fd: int, name: str, now: int) -> None:
-    """Remove a temp file left by a spooler killed mid-write (its events were never acknowledged)."""
-    try:
-        if now - os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mtime_ns > _STALE_TMP_NS:
-            os.unlink(name, dir_fd=dir_fd)
-    except OSError:
-        pass
