@@ -3,8 +3,8 @@
 What the spool holds is trusted input: replay appends it to the log as if the caller had just written it. So
 every directory and file of a spool is checked before it is used (it must belong to the effective user and be
 writable by nobody else), nothing is opened through a symlink, and every file is written temp -> fsync ->
-rename, so that a reader never sees half of one. :mod:`agentlog.spool` does the spooling and the replaying;
-these are the file-system helpers it does them with.
+rename, so that a reader never sees half of one. :mod:`agentlog.spool` does the spooling and
+:mod:`agentlog._spoolreplay` the replaying; these are the file-system helpers both do it with.
 """
 
 from __future__ import annotations
