@@ -7,19 +7,15 @@ touched, the redacted tails of its output). A command that cannot start, or that
 ``error`` event. The ledger never stops the command: a write that fails is reported on stderr
 (``agentlog: warning: ...``) and the run goes on; with the spool on, such events wait in the spool instead.
 
-Output. The command's stdout and stderr are pipes read by two threads that write every chunk through to our
-own stdout and stderr at once and keep the last :data:`TAIL_BYTES` bytes of each for ``task_result``. Because
-they are pipes, not the terminal, programs that buffer their output when it is not a terminal (C stdio,
-Python without ``-u``) print in larger chunks. If our own stdout goes away (``agentlog run -- yes | head``),
-the pipe is closed, so the command gets ``SIGPIPE`` as it would without the wrapper. Output written after the
-command exited, by processes it left behind holding the pipes, is passed on for :data:`DRAIN_GRACE` seconds.
+Output (:mod:`agentlog._outtail`). The command's stdout and stderr are pipes, passed through live to our own
+stdout and stderr by two threads that keep the last :data:`TAIL_BYTES` bytes of each for ``task_result``;
+output written after the command exited, by processes it left behind holding the pipes, is passed on for
+:data:`DRAIN_GRACE` seconds.
 
 Redaction. Everything recorded goes through :func:`agentlog.redact.default_redactor` (plus an argument that
 follows a secret-named flag, as in ``--password hunter2``). Each tail is redacted *before* it is cut to
-:data:`TAIL_BYTES`, with :data:`REDACT_WINDOW_BYTES` more bytes of output in view, so a secret crossing the cut
-is still recognised (unless it is longer than that window). When output before those bytes was dropped, they
-are context only: what is recorded is the redacted last :data:`TAIL_BYTES` of the output, never the bytes
-before it (they may begin in the middle of a secret).
+:data:`TAIL_BYTES`, with :data:`REDACT_WINDOW_BYTES` more bytes of output in view (see
+:mod:`agentlog._outtail`).
 
 Signals. The command stays in our process group, so it remains in the terminal's foreground group (it can
 read the terminal and receives Ctrl-C itself). While it runs, SIGINT and SIGTERM sent to ``agentlog run`` are
@@ -29,37 +25,37 @@ receives it once. (A signal sent by another process to the whole process group r
 that was ignored when the run began stays ignored, for us and for the command. The handlers and the signal
 mask are restored afterwards.
 
-Files touched. In a git work tree: ``git status --porcelain -z --untracked-files=all`` before and after the
-run, with a content hash of each listed file; a path whose status or content changed is reported, plus every
-path changed by commits the command made. Ignored files are not seen. Elsewhere: a scan of the working
-directory for files whose mtime is at or after the start, bounded by :data:`SCAN_MAX_ENTRIES` entries and
-:data:`SCAN_MAX_SECONDS`, skipping :data:`SCAN_SKIP`; deletions are not seen. Either way at most
-:data:`FILES_TOUCHED_MAX` paths are recorded, relative to the working directory, sorted, and
-``files_touched_truncated`` is set when a bound was hit. The log's own root is never reported.
+Files touched (:mod:`agentlog._touched`). In a git work tree, what ``git status`` lists before and after the
+run, compared by status and content, plus what commits the command made changed; elsewhere, a bounded scan
+of the working directory by mtime (:data:`SCAN_MAX_ENTRIES`, :data:`SCAN_MAX_SECONDS`, :data:`SCAN_SKIP`).
+At most :data:`FILES_TOUCHED_MAX` paths are recorded. The log's own root is never reported.
+
+This module is the run itself and its ledger events; the output and the files touched are the two modules
+above, whose public names it re-exports.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import select
 import signal
-import stat
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import IO, Any
 
+from ._outtail import DRAIN_GRACE, REDACT_WINDOW_BYTES, TAIL_BYTES, Kept, Pump, binary, cut, drain, redact_tail
+from ._touched import FILES_TOUCHED_MAX, SCAN_MAX_ENTRIES, SCAN_MAX_SECONDS, SCAN_SKIP, TouchedFiles
+from ._touched import text as _text
 from .errors import AgentlogError
 from .event import Event, uuid7
 from .ledger import Ledger, ledger_stream, open_ledger
-from .redact import _SECRET_KEYS, Redactor, _apply, default_redactor
+from .redact import _SECRET_KEYS, Redactor, default_redactor
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
@@ -76,30 +72,13 @@ __all__ = [
     "run_command",
 ]
 
-#: ``stdout_tail`` and ``stderr_tail`` hold at most this many bytes (UTF-8) of the end of the output.
-TAIL_BYTES = 4096
-#: How much more output (bytes, before the tail) redaction sees, so a secret crossing the cut is recognised.
-REDACT_WINDOW_BYTES = 8192
 #: Seconds between heartbeats unless told otherwise; each promises the next within twice this.
 DEFAULT_HEARTBEAT = 30.0
-#: Outside git, the scan for files touched stops after this many directory entries ...
-SCAN_MAX_ENTRIES = 10_000
-#: ... or this many seconds.
-SCAN_MAX_SECONDS = 2.0
-#: Directories the scan does not enter.
-SCAN_SKIP = frozenset({".git", ".hg", ".svn", ".venv", "node_modules", "__pycache__"})
-#: At most this many paths are recorded in ``files_touched`` (and git status entries compared).
-FILES_TOUCHED_MAX = 1000
 #: Exit status when the command is not found, and when it is found but cannot be executed (as in sh).
 EXIT_NOT_FOUND, EXIT_NOT_EXECUTABLE = 127, 126
-#: Seconds to keep passing on output after the command exited, while something it started holds the pipes.
-DRAIN_GRACE = 2.0
 
-_GIT_TIMEOUT = 10.0
 _HEARTBEAT_MAX = 86400.0
 _HEARTBEAT_MIN = 0.01  # each heartbeat is an fsynced append: 1e-9 would be a busy loop of them
-_HASH_MAX_BYTES = 1 << 20  # larger files are compared by size and mtime
-_HASH_BUDGET = 64 << 20  # bytes hashed before a run, at most
 _SI_KERNEL = 0x80  # Linux: the kernel (the tty's line discipline) sent the signal
 _FORWARDED = (signal.SIGINT, signal.SIGTERM)
 # A flag whose name ends like a secret's (--password, --api-key, --db-token, --pgpassword); bounded and lazy,
@@ -180,17 +159,17 @@ def run_command(ledger_or_root: Ledger | str | os.PathLike[str] | None, agent: s
 def _run(rec: _Recorder, argv: list[str], cwd: str, heartbeat: float | None, passthrough: bool,
          stdout: IO[bytes] | None, stderr: IO[bytes] | None, forward_signals: bool) -> RunResult:
     result = RunResult(agent=rec.agent, task=rec.task, exit_code=0)
-    git_top = _git_toplevel(cwd)
-    head = _git_head(cwd) if git_top else None
-    before = _git_status(git_top, cwd, hash_budget=_HASH_BUDGET) if git_top else None
-    start_ns = _fs_clock_ns()
-    rec.write("task_start", {"command": [_text(arg) for arg in argv], "cwd": _text(cwd), "git_head": head,
+    # The bounds are read here, from this module's names, so that setting agentlog.runner.SCAN_MAX_ENTRIES
+    # (or the others) still counts.
+    before = TouchedFiles(cwd, max_entries=SCAN_MAX_ENTRIES, max_seconds=SCAN_MAX_SECONDS, skip=SCAN_SKIP,
+                          max_paths=FILES_TOUCHED_MAX)
+    rec.write("task_start", {"command": [_text(arg) for arg in argv], "cwd": _text(cwd), "git_head": before.head,
                              "pid": os.getpid()})
 
     out_sink = err_sink = None
     if passthrough:
-        out_sink = stdout if stdout is not None else _binary(sys.stdout)
-        err_sink = stderr if stderr is not None else _binary(sys.stderr)
+        out_sink = stdout if stdout is not None else binary(sys.stdout)
+        err_sink = stderr if stderr is not None else binary(sys.stderr)
     for text_stream in (sys.stdout, sys.stderr):  # what we printed so far goes first
         try:
             if text_stream is not None:
@@ -209,7 +188,7 @@ def _run(rec: _Recorder, argv: list[str], cwd: str, heartbeat: float | None, pas
             return _not_started(rec, result, argv, exc, began)
         signals.block()  # our threads started from here on inherit the blocked mask
         assert proc.stdout is not None and proc.stderr is not None
-        out, err = _Pump(proc.stdout, out_sink), _Pump(proc.stderr, err_sink)
+        out, err = Pump(proc.stdout, out_sink), Pump(proc.stderr, err_sink)
         out.start()
         err.start()
         stop_beats = threading.Event()
@@ -224,7 +203,7 @@ def _run(rec: _Recorder, argv: list[str], cwd: str, heartbeat: float | None, pas
         finally:
             signals.unblock()  # a signal from now on is recorded by our handler, not forwarded, not fatal
             stop_beats.set()
-            _drain([out, err])
+            drain([out, err])
             if beats is not None:
                 beats.join()
 
@@ -233,20 +212,13 @@ def _run(rec: _Recorder, argv: list[str], cwd: str, heartbeat: float | None, pas
             result.exit_code = 128 - code
         else:
             result.exit_code = code
-        if git_top and before is not None:
-            touched, truncated = _git_touched(git_top, cwd, before, head, rec.excluded)
-            result.files_touched_method = "git"
-        else:
-            touched, truncated = _scan_touched(cwd, start_ns, rec.excluded)
-            result.files_touched_method = "mtime"
-        if len(touched) > FILES_TOUCHED_MAX:
-            touched, truncated = touched[:FILES_TOUCHED_MAX], True
+        touched, truncated, result.files_touched_method = before.after(rec.excluded)
         recorded = rec.write("task_result", {
             "exit_code": result.exit_code, "signal": result.signal, "duration_s": result.duration_s,
             "files_touched": touched, "files_touched_truncated": truncated,
             "files_touched_method": result.files_touched_method,
-            "stdout_tail": _Kept(out.tail, out.total > len(out.tail)),
-            "stderr_tail": _Kept(err.tail, err.total > len(err.tail)),
+            "stdout_tail": Kept(out.tail, out.total > len(out.tail)),
+            "stderr_tail": Kept(err.tail, err.total > len(err.tail)),
             "stdout_bytes": out.total, "stderr_bytes": err.total})
         result.files_touched, result.files_touched_truncated = recorded["files_touched"], truncated
         result.stdout_tail, result.stderr_tail = recorded["stdout_tail"], recorded["stderr_tail"]
@@ -371,9 +343,9 @@ class _RunRedactor(Redactor):
 
     def redact(self, value: Any) -> tuple[Any, list[dict[str, Any]]]:
         counts: Counter[str] = Counter()
-        kept: dict[str, _Kept] = {}
+        kept: dict[str, Kept] = {}
         if isinstance(value, dict):
-            kept = {key: value[key] for key in _TAILS if isinstance(value.get(key), _Kept)}
+            kept = {key: value[key] for key in _TAILS if isinstance(value.get(key), Kept)}
             value = {**value, **{key: "" for key in kept}}
             if isinstance(value.get("command"), list):
                 value["command"] = self._flag_values(value["command"], counts)
@@ -383,40 +355,10 @@ class _RunRedactor(Redactor):
         if isinstance(out, dict):
             for key in _TAILS:
                 if key in kept:
-                    out[key] = self._tail(kept[key], counts)
+                    out[key] = redact_tail(self.rules, kept[key], counts)
                 elif isinstance(out.get(key), str):
-                    out[key] = _cut(out[key], TAIL_BYTES)
+                    out[key] = cut(out[key], TAIL_BYTES)
         return out, self.report(counts)
-
-    def _tail(self, kept: _Kept, counts: Counter[str]) -> str:
-        """The last :data:`TAIL_BYTES` of the output, redacted with the bytes kept before them in view. When
-        output before those was dropped, the kept bytes may begin inside a secret that no rule can recognise
-        any more (a PEM body without its BEGIN line), so they are context only, never recorded, even when the
-        secrets after them shrink to markers."""
-        raw = kept.data
-        if not kept.cut or len(raw) <= TAIL_BYTES:
-            text, start = _decode(raw), 0
-        else:
-            split = len(raw) - TAIL_BYTES
-            while split < len(raw) and 0x80 <= raw[split] < 0xC0:  # not inside a character
-                split += 1
-            context = _decode(raw[:split])
-            text, start = context + _decode(raw[split:]), len(context)
-        for rule in self.rules:
-            edits: list[tuple[int, int, int]] = []
-            text = _apply(rule, text, counts, edits)
-            # Where the recorded part begins now: moved by the replacements before it; a marker that
-            # replaced a secret across the boundary is recorded, so the part begins with it.
-            boundary, shift = start, 0
-            for begin, end, length in edits:
-                if begin >= start:
-                    break
-                if end > start:
-                    boundary = begin
-                    break
-                shift += length - (end - begin)
-            start = boundary + shift
-        return _cut(text[start:], TAIL_BYTES)
 
     def _flag_values(self, command: list[Any], counts: Counter[str]) -> list[Any]:
         out = list(command)
@@ -431,105 +373,6 @@ class _RunRedactor(Redactor):
 
 
 _TAILS = ("stdout_tail", "stderr_tail")
-
-
-@dataclass(frozen=True)
-class _Kept:
-    """The bytes a :class:`_Pump` kept of one output, and whether output before them was dropped (``cut``)."""
-
-    data: bytes
-    cut: bool
-
-
-def _cut(text: str, limit: int) -> str:
-    """The last ``limit`` bytes of ``text`` (UTF-8), not starting inside a character or a redaction marker."""
-    raw = text.encode("utf-8", "surrogatepass")
-    if len(raw) <= limit:
-        return text
-    kept = raw[-limit:].decode("utf-8", "ignore")
-    dropped = text[:len(text) - len(kept)]
-    marker = dropped.rfind("[REDACTED:")
-    if marker >= 0 and "]" not in dropped[marker:]:
-        close = kept.find("]")
-        if close >= 0:
-            kept = kept[close + 1:]
-    return kept
-
-
-def _decode(data: bytes) -> str:
-    """Output bytes as text: invalid UTF-8 becomes U+FFFD (a lone surrogate could not be stored)."""
-    return data.decode("utf-8", "replace")
-
-
-def _text(value: str) -> str:
-    """A path or argument as storable text: bytes that are not UTF-8 become ``\\xNN``."""
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-# --- output -------------------------------------------------------------------------------------------
-
-class _Pump(threading.Thread):
-    """Reads one of the command's pipes: every chunk goes to ``sink`` at once; the end is kept as the tail."""
-
-    def __init__(self, pipe: IO[bytes], sink: IO[bytes] | None) -> None:
-        super().__init__(daemon=True, name="agentlog-output")
-        self.pipe, self.sink = pipe, sink
-        self.keep = TAIL_BYTES + REDACT_WINDOW_BYTES
-        self.buffer = bytearray()
-        self.total = 0
-        self.stop = threading.Event()
-
-    @property
-    def tail(self) -> bytes:
-        return bytes(self.buffer)
-
-    def run(self) -> None:
-        fd = self.pipe.fileno()
-        poller = select.poll()
-        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-        try:
-            while True:
-                if not poller.poll(100):
-                    if self.stop.is_set():
-                        return
-                    continue
-                try:
-                    chunk = os.read(fd, 1 << 16)
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                self.total += len(chunk)
-                self.buffer += chunk
-                if len(self.buffer) > self.keep:
-                    del self.buffer[:len(self.buffer) - self.keep]
-                if self.sink is not None:
-                    try:
-                        self.sink.write(chunk)
-                        self.sink.flush()
-                    except (OSError, ValueError):
-                        # Our reader went away: close the pipe, so the command learns it as it would have.
-                        return
-        finally:
-            self.pipe.close()
-
-
-def _binary(stream: Any) -> IO[bytes] | None:
-    if stream is None:
-        return None
-    buffer = getattr(stream, "buffer", None)
-    return buffer if buffer is not None else None
-
-
-def _drain(pumps: list[_Pump]) -> None:
-    """Wait for the output to end; after :data:`DRAIN_GRACE` seconds, stop reading it."""
-    deadline = time.monotonic() + DRAIN_GRACE
-    for pump in pumps:
-        pump.join(max(0.0, deadline - time.monotonic()))
-    for pump in pumps:
-        pump.stop.set()
-    for pump in pumps:
-        pump.join(1.0)
 
 
 # --- signals ------------------------------------------------------------------------------------------
@@ -609,175 +452,3 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
-
-
-# --- files touched ------------------------------------------------------------------------------------
-
-def _git(cwd: str, *args: str) -> bytes | None:
-    """``git ARGS`` in ``cwd``: its stdout, or ``None`` if git is missing, fails or takes too long. Optional
-    locks are off, so ``git status`` never takes the index lock from under the command."""
-    try:
-        done = subprocess.run(["git", *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, timeout=_GIT_TIMEOUT,
-                              env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"}, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
-def _git_toplevel(cwd: str) -> str | None:
-    out = _git(cwd, "rev-parse", "--show-toplevel")
-    top = os.fsdecode(out.rstrip(b"\n")) if out else ""
-    return top if top and os.path.isdir(top) else None
-
-
-def _git_head(cwd: str) -> str | None:
-    out = _git(cwd, "rev-parse", "--verify", "-q", "HEAD")
-    return (out.decode("ascii", "replace").strip() or None) if out else None
-
-
-# {path (relative to the top): (XY, stat key, sha256 or None)}, and whether the list was cut short.
-_Snapshot = tuple[dict[bytes, tuple[bytes, str, str | None]], bool]
-
-
-def _git_status(top: str, cwd: str, *, hash_budget: int) -> _Snapshot | None:
-    """What ``git status`` lists, each path with its status and a stat key (type, size, mtime); files up to
-    1 MiB also get a content hash while ``hash_budget`` bytes last, so a file that was only rewritten with the
-    same content is not reported."""
-    out = _git(cwd, "status", "--porcelain=v1", "-z", "--untracked-files=all")
-    if out is None:
-        return None
-    entries: dict[bytes, tuple[bytes, str, str | None]] = {}
-    items = out.split(b"\0")
-    top_b = os.fsencode(top)
-    i, truncated = 0, False
-    while i < len(items):
-        item = items[i]
-        i += 1
-        if len(item) < 4:
-            continue
-        xy, paths = item[:2], [item[3:]]
-        if xy[:1] in (b"R", b"C") or xy[1:2] in (b"R", b"C"):  # renamed/copied: the source path follows
-            if i < len(items) and items[i]:
-                paths.append(items[i])
-            i += 1
-        for path in paths:
-            if len(entries) >= SCAN_MAX_ENTRIES:
-                truncated = True
-                break
-            full = os.path.join(top_b, path)
-            key, size = _stat_key(full)
-            digest = None
-            if size is not None and size <= min(_HASH_MAX_BYTES, hash_budget):
-                digest = _hash(full)
-                hash_budget -= size
-            entries[path] = (xy, key, digest)
-    return entries, truncated
-
-
-def _stat_key(path: bytes) -> tuple[str, int | None]:
-    """``("<type>:<size>:<mtime_ns>", size of a regular file)``, or ``("missing", None)``."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return "missing", None
-    key = f"{stat.S_IFMT(st.st_mode)}:{st.st_size}:{st.st_mtime_ns}"
-    return key, st.st_size if stat.S_ISREG(st.st_mode) else None
-
-
-def _hash(path: bytes) -> str | None:
-    try:
-        with open(path, "rb") as fh:
-            return hashlib.sha256(fh.read(_HASH_MAX_BYTES + 1)).hexdigest()
-    except OSError:
-        return None
-
-
-def _git_touched(top: str, cwd: str, before: _Snapshot, head: str | None,
-                 excluded: list[str]) -> tuple[list[str], bool]:
-    after = _git_status(top, cwd, hash_budget=0)
-    if after is None:
-        return [], True
-    (old, cut_before), (new, cut_after) = before, after
-    top_b = os.fsencode(top)
-    changed = set()
-    for path in old.keys() | new.keys():
-        was, now = old.get(path), new.get(path)
-        if was is None or now is None or was[0] != now[0]:
-            changed.add(path)  # its status changed
-        elif was[1] != now[1] and (was[2] is None or _hash(os.path.join(top_b, path)) != was[2]):
-            changed.add(path)  # same status, different content
-    truncated = cut_before or cut_after
-    new_head = _git_head(cwd)
-    if new_head and new_head != head:  # the command committed: what its commits changed
-        listing = (_git(cwd, "diff", "--name-only", "--no-renames", "-z", head, new_head) if head
-                   else _git(cwd, "ls-tree", "-r", "--name-only", "-z", new_head))
-        if listing is None:
-            truncated = True
-        else:
-            changed.update(p for p in listing.split(b"\0") if p)
-    skip = [prefix for prefix in (_inside(top, d) for d in excluded) if prefix is not None]
-    here = os.path.realpath(cwd)
-    paths = sorted(_text(os.path.relpath(os.fsdecode(os.path.join(top_b, p)), here))
-                   for p in changed if not any((p + b"/").startswith(prefix) for prefix in skip))
-    return paths, truncated
-
-
-def _inside(top: str, directory: str) -> bytes | None:
-    """``directory`` relative to the repository's top, as a prefix (``b"x/.agentlog/"``), if it is inside."""
-    rel = os.path.relpath(os.path.realpath(directory), os.path.realpath(top))
-    if rel == os.curdir:
-        return b""
-    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
-        return None
-    return os.fsencode(rel) + b"/"
-
-
-def _scan_touched(cwd: str, since_ns: int, excluded: list[str]) -> tuple[list[str], bool]:
-    """Files under ``cwd`` modified at or after ``since_ns``, breadth first, within the scan's bounds."""
-    skip_ids = set()
-    for directory in excluded:
-        try:
-            st = os.stat(directory)
-            skip_ids.add((st.st_dev, st.st_ino))
-        except OSError:
-            pass
-    deadline = time.monotonic() + SCAN_MAX_SECONDS
-    found: list[str] = []
-    seen = 0
-    queue: deque[str] = deque([""])
-    while queue:
-        rel = queue.popleft()
-        try:
-            with os.scandir(os.path.join(cwd, rel) if rel else cwd) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError:
-            continue
-        for entry in entries:
-            seen += 1
-            if seen > SCAN_MAX_ENTRIES or time.monotonic() > deadline:
-                return sorted(found), True
-            path = os.path.join(rel, entry.name) if rel else entry.name
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                if entry.name not in SCAN_SKIP and (st.st_dev, st.st_ino) not in skip_ids:
-                    queue.append(path)
-            elif st.st_mtime_ns >= since_ns:
-                found.append(_text(path))
-    return sorted(found), False
-
-
-def _fs_clock_ns() -> int:
-    """Now, by the clock file systems stamp mtimes with: Linux uses the coarse clock, which can lag
-    ``time.time_ns()`` by a tick, so a file written right after the start could otherwise look older."""
-    coarse = getattr(time, "CLOCK_REALTIME_COARSE", 5 if sys.platform.startswith("linux") else None)
-    now = time.time_ns()
-    if coarse is not None:
-        try:
-            return min(now, time.clock_gettime_ns(coarse))
-        except OSError:
-            pass
-    return now - 10_000_000
