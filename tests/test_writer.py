@@ -461,14 +461,14 @@ def test_result_from_two_threads_at_once_gives_one_event(tmp_path: Path, monkeyp
     """Two threads asking one acknowledgement for its event (a done callback and the caller, say) both get
     the same event: the second used to fail with AttributeError once the first had dropped the body. The
     other thread's result() is run at the worst moment: while this one is building the event."""
-    import agentlog.writer as writer_module
+    import agentlog._ack as ack_module
 
     log = agentlog.open_log(tmp_path)
     with EventWriter(log, mode=WriteMode.ASYNC) as writer:
         ack = writer.emit("s", "turn", data={"n": 1})
         assert isinstance(ack, Ack)
         writer.flush()
-    build = agentlog.event.event_from_record  # what the writer module calls
+    build = agentlog.event.event_from_record  # what Ack.result() calls
     other: list[Event] = []
 
     def interleaved(record: dict[str, Any], stream: str, seq: int) -> Event:
@@ -479,7 +479,7 @@ def test_result_from_two_threads_at_once_gives_one_event(tmp_path: Path, monkeyp
             thread.join(timeout=10)
         return build(record, stream, seq)
 
-    monkeypatch.setattr(writer_module, "event_from_record", interleaved)
+    monkeypatch.setattr(ack_module, "event_from_record", interleaved)
     event = ack.result(timeout=10)
     assert other[0] is event and ack.result() is event and event.data == {"n": 1}
 

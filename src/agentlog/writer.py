@@ -25,6 +25,11 @@ ids each with :func:`~agentlog.event.uuid7_block` and writes it with one format 
 references (its batch, its place in it, its body) resolved with its whole batch, and its
 :class:`~agentlog.Event` is parsed back from the body only when ``result()`` asks. So an event that nobody
 waits for leaves no object behind for the garbage collector to walk while it is queued.
+
+This module is the writer: its modes, queue, committing thread, exit flush and fork handling. The
+acknowledgement and the batch it is resolved with are in :mod:`agentlog._ack`, the verbosity levels in
+:mod:`agentlog._verbosity`; ``Ack``, ``Verbosity`` and ``should_log_event`` are re-exported from here, where
+they have always been imported from.
 """
 
 from __future__ import annotations
@@ -34,14 +39,13 @@ import enum
 import os
 import threading
 import weakref
-from bisect import bisect_right
-from collections.abc import Callable
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any
 
-from . import _json
+from ._ack import Ack, _ack, _Batch, _failed_batch, _Failure, _new, _Outcome, _resolve
+from ._verbosity import Verbosity, should_log_event
 from .errors import AgentlogError
-from .event import Event, IdBlock, event_from_record, event_tail_of, prepare_random, uuid7_block
+from .event import Event, IdBlock, event_tail_of, prepare_random, uuid7_block
 from .log import EventLog
 from .names import validate_stream_name
 
@@ -53,247 +57,8 @@ class WriteMode(enum.Enum):
     ASYNC = "async"
 
 
-class Verbosity(enum.IntEnum):
-    """Levels for filtering, numbered like :mod:`logging` so the two can be mixed."""
-
-    DEBUG = 10
-    INFO = 20
-    WARNING = 30
-    ERROR = 40
-    CRITICAL = 50
-
-
-def should_log_event(level: str | int | None, verbosity: Verbosity | int) -> bool:
-    """True when an event at ``level`` passes a writer set to ``verbosity``.
-
-    ``level`` is the event's ``level`` field: a name (``"info"``, any case) or a number; an event without one
-    counts as ``INFO``; an unknown name always passes, since dropping what we cannot rank would lose data.
-    """
-    if level is None:
-        rank = int(Verbosity.INFO)
-    elif isinstance(level, int):
-        rank = level
-    elif isinstance(level, str):
-        try:
-            rank = int(Verbosity[level.upper()])
-        except KeyError:
-            return True
-    else:  # not a level at all: let it through, for the event's checks to refuse (InvalidEvent)
-        return True
-    return rank >= int(verbosity)
-
-
 class EventDropped(AgentlogError):
     """The writer's queue was full and its policy is ``on_full="drop"``."""
-
-
-# Acknowledgements are resolved by the committing threads and waited for by callers: one condition for all
-# of them (waiting is rare; an object to wait on per event would cost more than the rest of emit), notified
-# once per batch.
-_RESOLVED = threading.Condition()
-
-
-class _Failure:
-    """The error that kept events off the disk, with the traceback it had when it was caught. It is raised
-    again from there every time (as asyncio's futures do): one exception is shared by every acknowledgement
-    of its batch and by ``flush()``, and raising the same object again would lengthen its traceback (and
-    keep each raising frame alive) once per raise."""
-
-    __slots__ = ("exc", "tb")
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-        self.tb = exc.__traceback__
-
-    def raise_(self) -> NoReturn:
-        raise self.exc.with_traceback(self.tb)
-
-
-# What a batch's commit ended in: (seq of its first event, ts), its spooled events, or the error.
-_Outcome = tuple[int, str] | list[Event] | _Failure
-
-
-class _Batch:
-    """Events for one stream, in emit order, taken by the thread as a whole."""
-
-    __slots__ = ("callbacks", "chunks", "finished", "ids", "outcome", "stream", "tails")
-
-    def __init__(self, stream: str) -> None:
-        self.stream = stream
-        self.tails: list[bytes] = []  # the events' bodies after their brace (event_tail)
-        self.ids: IdBlock | None = None  # given by the thread when it takes the batch
-        self.finished = False
-        self.outcome: _Outcome | None = None
-        # A batch longer than batch_size is committed in chunks: (first index, outcome) for each.
-        self.chunks: list[tuple[int, _Outcome]] | None = None
-        self.callbacks: list[tuple[Callable[[Ack], object], Ack]] | None = None
-
-    def outcome_of(self, index: int) -> tuple[_Outcome, int]:
-        """The outcome of the event at ``index`` and its place in the part of the batch it was written with."""
-        chunks = self.chunks
-        if chunks is None:
-            assert self.outcome is not None
-            return self.outcome, index
-        start, outcome = chunks[bisect_right(chunks, index, key=_first) - 1]
-        return outcome, index - start
-
-
-def _first(chunk: tuple[int, _Outcome]) -> int:
-    return chunk[0]
-
-
-def _settled() -> _Batch:
-    batch = _Batch("")
-    batch.outcome = (0, "")  # never read: a settled acknowledgement answers from its event
-    batch.finished = True
-    return batch
-
-
-#: The batch of every acknowledgement whose event has been built: done, and not failed.
-_SETTLED = _settled()
-
-
-def _failed_batch(stream: str, exc: BaseException) -> _Batch:
-    batch = _Batch(stream)
-    batch.outcome = _Failure(exc)
-    batch.finished = True
-    return batch
-
-
-class Ack:
-    """The acknowledgement of one ASYNC ``emit``: ``result(timeout)`` is the durable :class:`~agentlog.Event`,
-    or raises what kept it off the disk (:class:`EventDropped`, a :class:`~agentlog.StorageError`, ...).
-
-    It answers like a :class:`concurrent.futures.Future` (``result``, ``exception``, ``done``,
-    ``add_done_callback``; an emitted event cannot be cancelled) for a fraction of its cost: the writer's
-    thread resolves a whole batch at once, and the event is built from the stored line's body on the first
-    ``result()`` (so its ``data`` is an equal copy of what was emitted, as a later read returns it); the same
-    object is returned after that. A spooled event comes back with ``spooled`` true.
-    """
-
-    __slots__ = ("_batch", "_event", "_index", "_tail")
-
-    _batch: _Batch
-    _tail: bytes
-    _event: Event
-    _index: int
-
-    def done(self) -> bool:
-        """True once the event is durable (or spooled) or has failed."""
-        return self._batch.finished
-
-    def result(self, timeout: float | None = None) -> Event:
-        """The durable event; waits up to ``timeout`` seconds (forever when ``None``), then raises
-        :class:`TimeoutError`. Raises the error that kept the event off the disk."""
-        batch = self._batch
-        if not batch.finished:
-            self._wait(timeout)
-        try:
-            return self._event
-        except AttributeError:
-            pass
-        outcome, offset = batch.outcome_of(self._index)
-        if isinstance(outcome, _Failure):
-            outcome.raise_()
-        if isinstance(outcome, list):
-            event = outcome[offset]  # spooled: the spool made the events
-        else:
-            try:
-                tail = self._tail
-            except AttributeError:  # another thread's result() built the event meanwhile
-                return self._event
-            first, ts = outcome
-            assert batch.ids is not None
-            event = event_from_record(_json.loads(b"{" + tail), batch.stream, first + offset)
-            event.id = batch.ids[self._index].decode()
-            event.ts = ts
-        with _RESOLVED:  # against another thread's result() on this acknowledgement: one event, built once
-            try:
-                return self._event
-            except AttributeError:
-                pass
-            self._event = event
-            # What made the event is not needed any more: a kept acknowledgement keeps only its event, not its
-            # batch's ids (nor its own body).
-            self._batch = _SETTLED
-            del self._tail
-        return event
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        """The error that kept the event off the disk, or ``None`` once it is durable; waits like ``result``."""
-        batch = self._batch
-        if not batch.finished:
-            self._wait(timeout)
-        outcome, _ = batch.outcome_of(self._index)
-        return outcome.exc if isinstance(outcome, _Failure) else None
-
-    def add_done_callback(self, fn: Callable[[Ack], object]) -> None:
-        """Call ``fn(ack)`` once the acknowledgement is done: at once if it is, else from the writer's thread.
-        Exceptions from ``fn`` are logged, as :class:`concurrent.futures.Future` does."""
-        batch = self._batch
-        with _RESOLVED:
-            if not batch.finished:
-                if batch.callbacks is None:
-                    batch.callbacks = []
-                batch.callbacks.append((fn, self))
-                return
-        _call_back(fn, self)
-
-    def cancel(self) -> bool:
-        """An emitted event cannot be taken back: always ``False``."""
-        return False
-
-    def cancelled(self) -> bool:
-        return False
-
-    def _wait(self, timeout: float | None) -> None:
-        batch = self._batch
-        with _RESOLVED:
-            if not _RESOLVED.wait_for(lambda: batch.finished, timeout):
-                raise TimeoutError(f"the event was not durable within {timeout} s")
-
-    def __repr__(self) -> str:
-        batch = self._batch
-        if not batch.finished:
-            state = "pending"
-        else:
-            outcome, _ = batch.outcome_of(self._index)
-            state = "failed" if isinstance(outcome, _Failure) else "done"
-        try:
-            return f"<Ack {state} {self._event!r}>"
-        except AttributeError:
-            return f"<Ack {state} stream={batch.stream!r}>"
-
-
-_new = object.__new__
-
-
-def _ack(batch: _Batch, index: int, tail: bytes) -> Ack:
-    ack: Ack = _new(Ack)
-    ack._batch = batch
-    ack._index = index
-    ack._tail = tail
-    return ack
-
-
-def _call_back(fn: Callable[[Ack], object], ack: Ack) -> None:
-    try:
-        fn(ack)
-    except Exception:
-        import logging
-
-        logging.getLogger("agentlog").exception("EventWriter: exception calling callback for %r", ack)
-
-
-def _resolve(batch: _Batch) -> None:
-    """Mark ``batch`` done (its outcome is set), wake whoever waits, run its callbacks."""
-    with _RESOLVED:
-        batch.finished = True
-        _RESOLVED.notify_all()
-        callbacks, batch.callbacks = batch.callbacks, None
-    if callbacks:
-        for fn, ack in callbacks:
-            _call_back(fn, ack)
 
 
 class _Marker:
@@ -717,9 +482,7 @@ def _flush_at_exit() -> None:
 
 
 def _after_fork() -> None:
-    global _RESOLVED
-    # Another thread may have held it at the fork; the parent's pending acknowledgements are not ours.
-    _RESOLVED = threading.Condition()
+    # (The acknowledgements' condition is renewed by _ack's own hook, registered before this one.)
     for writer in list(_LIVE):
         writer._after_fork_in_child()
 
