@@ -524,12 +524,14 @@ def test_main_returns_the_exit_status(root: Path, capsys: pytest.CaptureFixture[
 
 
 def test_append_does_not_import_heavy_modules(root: Path) -> None:
-    """`agentlog append` stays light: rich, multiprocessing and the stress module are never imported."""
+    """`agentlog append` stays light: rich, multiprocessing, the stress module and the spool's replay engine
+    (with the spool on, as by default) are never imported."""
     code = ("import sys; from agentlog.cli import main; "
             f"status = main(['--root', {str(root)!r}, 'append', 's', 'note']); "
-            "heavy = [m for m in ('rich', 'multiprocessing', 'agentlog.stress', 'shutil', 'asyncio') "
-            "if m in sys.modules]; print(status, heavy)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            "heavy = [m for m in ('rich', 'multiprocessing', 'agentlog.stress', 'shutil', 'asyncio', "
+            "'agentlog._spoolreplay') if m in sys.modules]; print(status, heavy)")
+    env = {**os.environ, "AGENTLOG_SPOOL": str(root.parent / "spool")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert done.stdout.splitlines()[-1] == "0 []"
 
 

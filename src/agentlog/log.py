@@ -28,11 +28,12 @@ from .event import (
 )
 from .names import validate_stream_name
 from .report import Report
-from .spool import LOCK_ATTEMPTS, LOCK_BACKOFF, ReplayReport, Spool, SpoolStatus, resolve_spool_dir
+from .spool import LOCK_ATTEMPTS, LOCK_BACKOFF, Spool, SpoolStatus, resolve_spool_dir
 
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from ._spoolreplay import ReplayReport
     from .redact import Redactor
 
 __all__ = ["EventLog", "default_root", "open_log"]
@@ -211,6 +212,8 @@ class EventLog:
         """Append what waits in the spool, in order and at most once per id; see :class:`ReplayReport`.
         Runs by itself after any successful append; call it to replay without appending."""
         if self.spool is None:
+            from ._spoolreplay import ReplayReport
+
             return ReplayReport()
         return self.spool.replay(self, wait=wait)
 

@@ -61,8 +61,6 @@ from ._spoolfiles import (
     warn_skipped,
     write_file,
 )
-from ._spoolreplay import ReplayReport, Skip, entry_names, read_entry
-from ._spoolreplay import replay as _replay
 from ._spoolstate import BACKOFF_BASE, BACKOFF_CAP, backoff_delay, due, next_due, read_state
 from ._spoolstate import backoff_delay as _backoff_delay  # noqa: F401  (the tests' name for it)
 from .backends import _fs as fs
@@ -70,10 +68,21 @@ from .errors import StorageError
 from .event import Draft, Event, format_ts, now_ts
 
 if TYPE_CHECKING:
+    from ._spoolreplay import ReplayReport
     from .log import EventLog
 
 __all__ = ["BACKOFF_BASE", "BACKOFF_CAP", "LOCK_ATTEMPTS", "SPOOL_ENV", "ReplayReport", "Spool", "SpoolStatus",
            "resolve_spool_dir"]
+
+
+def __getattr__(name: str) -> object:
+    # The replay engine (and its report) is imported when first needed: every append imports this module,
+    # few ever replay.
+    if name == "ReplayReport":
+        from ._spoolreplay import ReplayReport
+
+        return ReplayReport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 #: Names the spool directory; ``off`` (or ``0``, ``false``, ``no``, ``none``) turns spooling off.
 SPOOL_ENV = "AGENTLOG_SPOOL"
@@ -321,7 +330,9 @@ class Spool:
         ``wait`` is how long to wait for another process's replay to finish (``None``: do not wait, and
         return a report with ``busy`` set). ``backoff`` leaves alone the streams whose replay keeps failing
         until they are due again (what the automatic replay does); an explicit replay tries them all."""
-        return _replay(self, log, wait=wait, backoff=backoff)
+        from ._spoolreplay import replay
+
+        return replay(self, log, wait=wait, backoff=backoff)
 
     # --- the files ----------------------------------------------------------------------------------------
 
@@ -329,6 +340,8 @@ class Spool:
                  skipped: dict[str, str]) -> Iterator[tuple[str, list[tuple[int, bytes, Any]]]]:
         """Every readable pending file in order, one at a time; entries that are not are noted in
         ``skipped`` (and logged)."""
+        from ._spoolreplay import Skip, entry_names, read_entry
+
         try:
             names = entry_names(dir_fd, tidy=tidy)
         except OSError as exc:
