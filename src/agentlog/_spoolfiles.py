@@ -125,15 +125,7 @@ def write_file(dir_fd: int, name: str, data: bytes, file_mode: int, display: str
     directory; ``replace`` leaves that to the caller). ``sync=False`` skips both fsyncs."""
     tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, file_mode,
-                     dir_fd=dir_fd)
-        try:
-            os.fchmod(fd, file_mode)
-            fs.write_all(fd, data, 0, display)
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        fs.write_new(dir_fd, tmp, data, file_mode, display, sync=sync)
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         if sync and not replace:
             fs.fsync_dir(dir_fd, display)

@@ -120,7 +120,7 @@ def replace_files(dir_fd: int, files: Sequence[tuple[str, bytes, str]], *, file_
                 continue
             tmp = f".{name}.{tag}.tmp"
             pending.append((name, tmp, current is not None, display))
-            _write_temp(dir_fd, tmp, data, file_mode, display)
+            fs.write_new(dir_fd, tmp, data, file_mode, display, what="write failed; the previous version is kept")
             changed.append(True)
         for name, tmp, had_current, shown in pending:
             display = shown  # for the error message
@@ -143,17 +143,6 @@ def replace_files(dir_fd: int, files: Sequence[tuple[str, bytes, str]], *, file_
             raise fs.storage_error(exc, "cannot write", display) from None
         raise
     return changed
-
-
-def _write_temp(dir_fd: int, tmp: str, data: bytes, file_mode: int, display: str) -> None:
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, file_mode,
-                 dir_fd=dir_fd)
-    try:
-        os.fchmod(fd, file_mode)  # exact, whatever the umask
-        fs.write_all(fd, data, 0, display, "write failed; the previous version is kept")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def sweep_temps(dir_fd: int, names: Iterable[str]) -> None:

@@ -95,14 +95,7 @@ def _create_once(dir_fd: int, name: str, data: bytes, file_mode: int) -> bool:
     """Create ``name`` holding ``data`` if nothing is there; never replaces an existing file (or symlink)."""
     tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, file_mode,
-                     dir_fd=dir_fd)
-        try:
-            os.fchmod(fd, file_mode)
-            fs.write_all(fd, data, 0, name)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fs.write_new(dir_fd, tmp, data, file_mode, name)
         try:
             os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
         except FileExistsError:

@@ -207,6 +207,22 @@ def locked(fd: int, *, timeout: float, display: str) -> Iterator[None]:
         unlock(fd)
 
 
+def write_new(dir_fd: int, name: str, data: bytes, file_mode: int, display: str, *,
+              what: str = "write failed", sync: bool = True) -> None:
+    """Create ``name`` in ``dir_fd`` holding ``data``: never an existing file, never through a symlink, with
+    exactly ``file_mode`` whatever the umask, fsynced unless ``sync`` is false. The first step of every
+    temp -> fsync -> rename (or link) in the tree; the caller names the temp file and removes it on failure."""
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, file_mode,
+                 dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, file_mode)
+        write_all(fd, data, 0, display, what)
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_all(fd: int, data: bytes, size: int, display: str,
               what: str = "write failed; nothing was appended") -> None:
     """Append ``data`` at ``size`` (the file's size under the lock); on any failure, truncate back."""
