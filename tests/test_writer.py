@@ -105,6 +105,40 @@ def test_a_forked_child_never_writes_the_parents_pending_events(tmp_path: Path) 
     assert [e.seq for e in events] == list(range(1, 2301))
 
 
+def test_an_acknowledgement_inherited_by_a_forked_child_fails_there_instead_of_waiting_forever(
+        tmp_path: Path) -> None:
+    """The parent's pending events (one batch held up mid-commit by a lock, one still queued) are the
+    parent's to write; in the child, their acknowledgements answer at once with an error saying so, rather
+    than wait for a thread the child does not have. In the parent they resolve as ever."""
+    log = agentlog.open_log(tmp_path)
+    log.append("s", "first")
+    holder = _hold_lock(tmp_path / "logs" / "s.jsonl", 1.5)
+    writer = EventWriter(log, mode=WriteMode.ASYNC)
+    in_flight = writer.emit("s", "parent", data={"n": 1})
+    time.sleep(0.3)  # the thread has taken that batch and waits for the lock
+    queued = writer.emit("s", "parent", data={"n": 2})
+    assert isinstance(in_flight, Ack) and isinstance(queued, Ack)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        status = 1
+        try:
+            for ack in (in_flight, queued):
+                try:
+                    ack.result(timeout=5)
+                except agentlog.AgentlogError as exc:
+                    assert "forked" in str(exc)
+                    continue
+                os._exit(2)  # it claimed a durable event it cannot know about
+            status = 0
+        finally:
+            os._exit(status)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert in_flight.result(timeout=10).data == {"n": 1} and queued.result(timeout=10).data == {"n": 2}
+    writer.stop()
+    holder.wait()
+    assert [e.type for e in agentlog.open_log(tmp_path).read("s")] == ["first", "parent", "parent"]
+
+
 def _hold_lock(path: Path, seconds: float) -> subprocess.Popen[bytes]:
     """Hold the stream file's flock from another process, like a slow disk or a slow shell writer."""
     proc = subprocess.Popen(["flock", str(path), "sh", "-c", f"echo locked; sleep {seconds}"],

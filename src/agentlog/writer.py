@@ -116,6 +116,7 @@ class EventWriter:
         self._idle = False  # the thread waits on _wake
         self._room_waiters = 0
         self._errors: list[_Failure] = []
+        self._work: list[_Batch | _Marker] = []  # what the thread is committing now (read after a fork)
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._exited = False
@@ -385,6 +386,7 @@ class EventWriter:
                     self._pending = 0
                     if self._room_waiters:
                         self._room.notify_all()
+                self._work = work
                 stop = False
                 for item in work:
                     if isinstance(item, _Marker):
@@ -392,6 +394,7 @@ class EventWriter:
                         stop = stop or item.stop
                     else:
                         self._commit(item)
+                self._work = []
                 if stop:
                     return
         finally:
@@ -447,8 +450,19 @@ class EventWriter:
 
     def _after_fork_in_child(self) -> None:
         # The parent's queued events are the parent's to write: a child that wrote them too would write
-        # them twice. The child starts empty, with its own thread when it first emits.
+        # them twice. The child starts empty, with its own thread when it first emits. Their acknowledgements,
+        # copied into the child, would wait forever there for a thread the child does not have: they fail,
+        # saying so (the parent's own acknowledgements are untouched; its callbacks do not run here).
+        inherited = [*self._sealed, *self._open.values(), *self._work]
         self._reset()
+        failure = _Failure(AgentlogError(
+            "emitted before this process was forked: the parent process writes the event, and only the "
+            "parent's acknowledgement can tell when it is durable"))
+        for item in inherited:
+            if isinstance(item, _Batch) and not item.finished:
+                item.callbacks = item.chunks = None
+                item.outcome = failure
+                _resolve(item)
 
 
 def _fields(level: str | None, visibility: str | None, interaction: int | None,
