@@ -323,3 +323,20 @@ def test_a_mermaid_picture_survives_any_title() -> None:
     lines = render_graph(tasks, "mermaid").splitlines()
     assert lines == ["flowchart TD", '    t_a["a: two lines #quot;quoted#quot;"]', '    t_b_2f_c["b/c: x"]',
                      "    t_a --> t_b_2f_c", "    t_a -.-> t_b_2f_c"]
+
+
+def test_a_view_ahead_of_its_stream_is_rebuilt_from_the_stream_on_the_next_change(
+        graph: TaskGraph, caplog: pytest.LogCaptureFixture) -> None:
+    """The stream is the truth: if its files were replaced by an older copy, the view (further on) is not
+    trusted over it; the next change rebuilds from the stream instead of failing as a conflict."""
+    graph.create_task({"id": "kept"})
+    stream_file = Path(graph.log.root) / "logs" / "tasks.jsonl"
+    older = stream_file.read_bytes()
+    graph.create_task({"id": "lost"})
+    stream_file.write_bytes(older)  # a restore from a backup taken before "lost" was created
+    graph.log.close()
+    graph = TaskGraph(agentlog.open_log(graph.log.root, spool_dir=False))
+    graph.create_task({"id": "new"})
+    assert [t["id"] for t in graph.load_graph()["tasks"]] == ["kept", "new"]
+    assert "ahead of the tasks stream" in caplog.text
+    assert graph.rebuild() == view(graph)

@@ -212,15 +212,26 @@ class TaskGraph:
 
     def _mutate(self, plan: Any, task_id: str | None) -> dict[str, Any]:
         state = self._state()
+        rebuilt = False
         for _attempt in range(_MAX_ATTEMPTS):
             events = plan(state)
             try:
                 appended = self.log.append_if(STREAM, events, last_seq=state.through_seq)
             except Conflict:
-                self._fold(state, after=state.through_seq)  # someone else moved first
+                before = state.through_seq
+                self._fold(state, after=before)  # someone else moved first
+                if state.through_seq == before:
+                    # Nothing after the view's seq, yet the stream is elsewhere: it is behind the view (its
+                    # files were replaced or cut). The stream is the truth: start again from it.
+                    logging.getLogger(__name__).warning(
+                        "tasks.graph.json (through seq %d) is ahead of the %s stream: rebuilt from the stream",
+                        before, STREAM)
+                    state, rebuilt = self._fold(_State(), after=0), True
                 continue
             state.apply(appended)
-            self._refresh_view(state)  # the mutation is in the stream: a failure here only leaves the view stale
+            # The mutation is in the stream: a failure here only leaves the view stale. A view rebuilt from the
+            # stream replaces the one that was ahead of it, whatever seq that one claims.
+            self._refresh_view(state, force=rebuilt)
             return dict(state.tasks[task_id]) if task_id is not None else {}
         raise Conflict(f"the {STREAM} stream kept moving: gave up after {_MAX_ATTEMPTS} attempts")
 
@@ -234,11 +245,11 @@ class TaskGraph:
             self._refresh_view(state)
         return state
 
-    def _refresh_view(self, state: _State) -> None:
+    def _refresh_view(self, state: _State, *, force: bool = False) -> None:
         """Write the view, or warn: the stream is the truth, so a view that cannot be written (full disk, a
         lock held too long) is caught up on a later access rather than failing a read or a landed change."""
         try:
-            self._write_view(state)
+            self._write_view(state, force=force)
         except OSError as exc:
             logging.getLogger(__name__).warning("tasks.graph.json not updated (stale until the next access): %s",
                                                 exc)
