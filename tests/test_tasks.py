@@ -196,6 +196,8 @@ def test_the_task_commands(tmp_path: Path) -> None:
     assert res.returncode == 2 and "cycle" in res.stderr
     assert cli(tmp_path, "show", "missing").returncode == 1
     assert "rebuilt 3 task(s)" in cli(tmp_path, "rebuild").stdout
+    assert cli(tmp_path, "update", child, "--set", "title=42").returncode == 0  # the title "42", not a number
+    assert json.loads(cli(tmp_path, "show", child, "--json").stdout)["task"]["title"] == "42"
 
 
 AGENT_LOOP = r"""

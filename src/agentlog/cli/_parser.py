@@ -376,7 +376,8 @@ def build_parser(only: str | None = None) -> Parser:
                    help="done: the fencing token from claim (default: the current claim's)")
     p.add_argument("--output", metavar="JSON", default=None, help="done: the task's outputs, a JSON object")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=None,
-                   help="update: set a field (VALUE is JSON, else a string; repeatable)")
+                   help="update: set a field (VALUE is JSON, else a string; title, type and status are "
+                        "taken as written; repeatable)")
     p.add_argument("--expect-version", metavar="N", type=_non_negative, default=None,
                    help="update: refuse (exit 1) unless the task is still at version N")
     p.add_argument("--format", metavar="FMT", choices=("text", "mermaid", "dot"), default="text",

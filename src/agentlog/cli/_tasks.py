@@ -73,12 +73,18 @@ def _done(graph: TaskGraph, args: argparse.Namespace) -> int:
     return 0
 
 
+_TEXT_FIELDS = ("title", "type", "status")  # always strings: taken as written, never as JSON
+
+
 def _update(graph: TaskGraph, args: argparse.Namespace) -> int:
     patch: dict[str, Any] = {}
     for item in args.set or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--set takes key=value, got {item!r}")
+        if key in _TEXT_FIELDS:
+            patch[key] = raw  # `--set title=42` means the title "42", not the number
+            continue
         try:
             patch[key] = _json.loads(raw)
         except _json.DecodeError:
