@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -76,6 +77,18 @@ class FaultTmpfs:
             if res.returncode != 0:  # a descriptor still open somewhere: detach rather than leak the mount
                 subprocess.run(["umount", "-l", str(target)], check=True)
         self.mounted.clear()
+
+
+def fill_disk(path: Path) -> None:
+    """Write ``path`` until its file system is full (ENOSPC, and only that, ends it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import agentlog
 from _workers import finish, read_acks, spawn, start_writers
 from agentlog import safe_log_event
 from agentlog.errors import StorageError
+from conftest import fill_disk
 
 if TYPE_CHECKING:
     from conftest import FaultTmpfs
@@ -390,14 +391,7 @@ def test_a_torn_tail_on_a_full_disk_is_kept_until_it_can_be_quarantined(
         f.write(fragment)
     torn = path.read_bytes()
     filler = mnt / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\1" * 4096)
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
+    fill_disk(filler)
     with pytest.raises(StorageError) as info:
         log.append("s", "e")
     assert info.value.errno == errno.ENOSPC

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import pty
@@ -21,6 +20,7 @@ from agentlog import runner
 from agentlog.ledger import open_ledger
 from agentlog.runner import TAIL_BYTES, run_command
 from agentlog.validate import validate_files
+from conftest import fill_disk
 
 PY = sys.executable
 # Secrets in real formats, made at run time so the repository holds none.
@@ -276,24 +276,12 @@ def test_the_tails_are_bounded_and_the_output_is_whole(tmp_path: Path) -> None:
 
 # --- the ledger cannot be written -------------------------------------------------------------------------
 
-def fill(path: Path) -> None:
-    """Write until the file system is full."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 65536)
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-
-
 @pytest.mark.slow
 def test_on_a_full_disk_the_command_runs_and_its_events_are_spooled(tmp_path: Path, fault_tmpfs: Any) -> None:
     mount = fault_tmpfs.mount("1m")
     root = mount / "root"
     root.mkdir()
-    fill(mount / "filler")
+    fill_disk(mount / "filler")
     spool = tmp_path / "spool"
     ran = tmp_path / "ran"
     code = (f"import time; open({str(ran)!r}, 'w').write('x'); print('working', flush=True); time.sleep(0.5); "
@@ -322,7 +310,7 @@ def test_on_a_full_disk_without_a_spool_the_command_still_runs_with_a_warning(
     mount = fault_tmpfs.mount("1m")
     root = mount / "root"
     root.mkdir()
-    fill(mount / "filler")
+    fill_disk(mount / "filler")
     ran = tmp_path / "ran"
     res = run_cli(root, "run", "--agent", "disk", "--heartbeat", "0.1", "--", PY, "-c",
                   f"import time; open({str(ran)!r}, 'w').write('x'); time.sleep(0.5); raise SystemExit(5)",
@@ -343,7 +331,7 @@ def test_events_spooled_on_a_full_disk_are_redacted_and_folded_where_they_happen
     mount = fault_tmpfs.mount("1m")
     root = mount / "root"
     root.mkdir()
-    fill(mount / "filler")
+    fill_disk(mount / "filler")
     spool = tmp_path / "spool"
     code = "import sys; print('using ' + sys.argv[2]); print('password=' + sys.argv[4], file=sys.stderr)"
     res = run_cli(root, "run", "--agent", "disk", "--task", "T-full", "--heartbeat", "0", "--", PY, "-c", code,
