@@ -202,14 +202,22 @@ class EventWriter:
         given = _fields(level, visibility, interaction, fields)
         if self._mode is not _ASYNC:
             return self.log.append(stream, type, data=data, actor=actor, **given)
+        tail = self._checked_tail(stream, type, data, actor, level, visibility, interaction, given)
+        with self._lock:
+            return self._enqueue_slowly(stream, tail, self.on_full == "block") or self._drop(stream, tail)
+
+    def _checked_tail(self, stream: str, type: str, data: dict[str, Any] | None, actor: str | None,
+                      level: str | None, visibility: str | None, interaction: int | None,
+                      given: dict[str, Any]) -> bytes:
+        """The event serialised for the queue, after every check ``emit``/``aemit`` make before queueing it;
+        starts the thread if need be."""
         validate_stream_name(stream)
         tail = event_tail_of(stream, type, data, actor, level, visibility, interaction, given,
                              self.log.max_event_bytes)
         if self._stopped:
             raise AgentlogError("the writer is stopped")
         self._ensure_thread()
-        with self._lock:
-            return self._enqueue_slowly(stream, tail, self.on_full == "block") or self._drop(stream, tail)
+        return tail
 
     def _enqueue_slowly(self, stream: str, tail: bytes, block: bool) -> Ack | None:
         """Queue ``tail`` (the lock is held) when the queue may be full or the writer stopped: waits for room
@@ -257,12 +265,7 @@ class EventWriter:
         given = _fields(level, visibility, interaction, fields)
         if self._mode is not _ASYNC:
             return await asyncio.to_thread(self.log.append, stream, type, data=data, actor=actor, **given)
-        validate_stream_name(stream)
-        tail = event_tail_of(stream, type, data, actor, level, visibility, interaction, given,
-                             self.log.max_event_bytes)
-        if self._stopped:
-            raise AgentlogError("the writer is stopped")
-        self._ensure_thread()
+        tail = self._checked_tail(stream, type, data, actor, level, visibility, interaction, given)
         with self._lock:
             queued = self._enqueue_slowly(stream, tail, False)
             if queued is None and self.on_full == "drop":
